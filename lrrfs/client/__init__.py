@@ -1,0 +1,30 @@
+"""The LANraragi HTTP client: knows the server's API, nothing of FUSE."""
+
+from .api import DownloadStream, LrrClient
+from .errors import (
+    AuthRejected,
+    BadResponse,
+    Locked,
+    LrrError,
+    NotFound,
+    ServerError,
+    ServerUnreachable,
+)
+from .models import ArchiveMeta, DownloadInfo, PageRef, ServerInfo, Thumbnail
+
+__all__ = [
+    "ArchiveMeta",
+    "AuthRejected",
+    "BadResponse",
+    "DownloadInfo",
+    "DownloadStream",
+    "Locked",
+    "LrrClient",
+    "LrrError",
+    "NotFound",
+    "PageRef",
+    "ServerError",
+    "ServerInfo",
+    "ServerUnreachable",
+    "Thumbnail",
+]

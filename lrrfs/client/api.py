@@ -1,0 +1,469 @@
+"""An async client for the LANraragi HTTP API (both generations), under trio.
+
+It knows LANraragi and nothing of FUSE. Every call has an overall deadline,
+idempotent requests are retried briefly, and every request passes a
+`trio.CapacityLimiter` so that cancelled waiters cannot leak httpcore pool
+slots (httpcore issue 1093).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import trio
+
+from .errors import (
+    AuthRejected,
+    BadResponse,
+    Locked,
+    LrrError,
+    NotFound,
+    ServerError,
+    ServerUnreachable,
+)
+from .models import ARCID_RE, ArchiveMeta, DownloadInfo, PageRef, ServerInfo, Thumbnail
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_DELAYS = (0.2, 0.6)
+THUMBNAIL_POLL = 0.25
+PLACEHOLDER_NAME = "noThumb.png"
+
+
+def describe_transport_error(exc: httpx.TransportError) -> str:
+    """A short reason for a transport failure, without URLs or headers."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error_message(response: httpx.Response) -> str:
+    """The server's own words from either error shape, or the status line."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    message = ""
+    if isinstance(body, dict):
+        if isinstance(body.get("error"), str):
+            message = html.unescape(body["error"])
+        elif isinstance(body.get("errors"), list) and body["errors"]:
+            first = body["errors"][0]
+            if isinstance(first, dict):
+                message = str(first.get("message", ""))
+    message = message.strip()[:200]
+    return message or f"HTTP {response.status_code} {response.reason_phrase}"
+
+
+def content_disposition_filename(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The file name in `Content-Disposition`, which LRR sends as raw UTF-8."""
+    for name, value in raw_headers:
+        if name.lower() != b"content-disposition":
+            continue
+        text = value.decode("utf-8", "replace")
+        match = re.search(r'filename="((?:[^"\\]|\\.)*)"', text)
+        if match:
+            return re.sub(r"\\(.)", r"\1", match.group(1))
+        match = re.search(r"filename=([^;]+)", text)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+class LrrClient:
+    """A LANraragi server, reached over HTTP.
+
+    `timeout` bounds each call as a whole (all retries included), and each
+    chunk of a streamed download.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        connections: int = 6,
+        streams: int = 4,
+        thumbnail_wait: float = 5.0,
+        verify: bool = True,
+    ) -> None:
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self.origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
+        self.prefix = url.path.rstrip("/")
+        self.timeout = timeout
+        self.thumbnail_wait = thumbnail_wait
+        self.has_key = bool(api_key)
+        headers = {"Accept": "application/json, */*"}
+        if api_key:
+            token = base64.b64encode(api_key.encode("utf-8")).decode("ascii")
+            headers["Authorization"] = f"Bearer {token}"
+        limits = httpx.Limits(
+            max_connections=connections + streams,
+            max_keepalive_connections=connections + streams,
+        )
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            limits=limits,
+            follow_redirects=False,  # the key must never travel to another host
+            verify=verify,
+            transport=httpx.AsyncHTTPTransport(retries=1, limits=limits, verify=verify),
+        )
+        self._limiter = trio.CapacityLimiter(connections)
+        self._stream_limiter = trio.CapacityLimiter(streams)
+        self._use_extract: bool | None = None  # None until the server tells
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- plumbing -------------------------------------------------------------
+
+    def api_url(self, path: str) -> str:
+        return f"{self.origin}{self.prefix}{path}"
+
+    def resolve(self, url: str) -> str:
+        """A URL the server handed out (page URLs), made absolute on this server.
+
+        Old servers send `./api/...`, new ones `/api/...`; a base-URL prefix may
+        or may not be part of it. Absolute URLs must point at this server.
+        """
+        if url.startswith("./"):
+            url = url[1:]
+        parts = urlsplit(url)
+        if parts.scheme or parts.netloc:
+            if f"{parts.scheme}://{parts.netloc}" != self.origin:
+                raise BadResponse("the server listed a page on another host")
+            url = url[len(self.origin) :]
+        if not url.startswith("/"):
+            url = "/" + url
+        if self.prefix and not url.startswith(self.prefix + "/"):
+            url = self.prefix + url
+        return self.origin + url
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        params: dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> httpx.Response:
+        """One API call, retried while idempotent, under one overall deadline."""
+        attempts = len(RETRY_DELAYS) + 1 if idempotent else 1
+        try:
+            with trio.fail_after(self.timeout):
+                for attempt in range(attempts):
+                    last = attempt == attempts - 1
+                    try:
+                        async with self._limiter:
+                            response = await self._http.request(
+                                method, url, params=params, data=data, headers=headers
+                            )
+                    except httpx.TransportError as exc:
+                        if last:
+                            raise ServerUnreachable(
+                                f"{what}: {describe_transport_error(exc)}"
+                            ) from None
+                        log.debug("%s: %s, retrying", what, describe_transport_error(exc))
+                    else:
+                        if response.status_code not in RETRY_STATUSES or last:
+                            return response
+                        log.debug("%s: HTTP %d, retrying", what, response.status_code)
+                    await trio.sleep(RETRY_DELAYS[attempt])
+        except trio.TooSlowError:
+            raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
+        raise AssertionError("unreachable")
+
+    def _raise_for_status(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        if status in (401, 403):
+            reason = "rejected the API key" if self.has_key else "requires an API key"
+            raise AuthRejected(f"{what}: the server {reason} (HTTP {status})")
+        message = f"{what}: {error_message(response)}"
+        if status == 404:
+            raise NotFound(message)
+        if status == 423:
+            raise Locked(message, status)
+        raise ServerError(message, status)
+
+    @staticmethod
+    def _json(response: httpx.Response, what: str) -> Any:
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise BadResponse(f"{what}: the answer is not valid JSON") from None
+
+    async def _get_json(self, path: str, what: str, **params: str) -> Any:
+        response = await self._send("GET", self.api_url(path), what=what, params=params or None)
+        self._raise_for_status(response, what)
+        return self._json(response, what)
+
+    # -- reading --------------------------------------------------------------
+
+    async def info(self) -> ServerInfo:
+        info = ServerInfo.from_json(await self._get_json("/api/info", "server info"))
+        self._use_extract = not info.has_files_route
+        return info
+
+    async def check_key(self) -> None:
+        """Raise AuthRejected unless the server accepts our key (or needs none)."""
+        what = "API key check"
+        response = await self._send("GET", self.api_url("/api/shinobu"), what=what)
+        if response.status_code in (401, 403):
+            self._raise_for_status(response, what)
+
+    async def archives(self) -> list[ArchiveMeta]:
+        """The whole library. Malformed entries are skipped with a warning."""
+        body = await self._get_json("/api/archives", "archive list")
+        if not isinstance(body, list):
+            raise BadResponse("archive list: the answer is not a JSON array")
+        archives = []
+        for entry in body:
+            try:
+                archives.append(ArchiveMeta.from_json(entry))
+            except BadResponse as exc:
+                log.warning("archive list: skipping a malformed entry: %s", exc)
+        return archives
+
+    async def metadata(self, arcid: str) -> ArchiveMeta:
+        what = f"metadata of {arcid}"
+        response = await self._send(
+            "GET", self.api_url(f"/api/archives/{arcid}/metadata"), what=what
+        )
+        if response.status_code == 400 or (
+            response.status_code == 200 and response.content in (b"", b'""')
+        ):
+            raise NotFound(f"{what}: {error_message(response)}")
+        self._raise_for_status(response, what)
+        return ArchiveMeta.from_json(self._json(response, what))
+
+    async def page_list(self, arcid: str) -> list[PageRef]:
+        """The archive's pages in reading order: `GET /files`, or `POST /extract` on old servers."""
+        if not self._use_extract:
+            what = f"page list of {arcid}"
+            url = self.api_url(f"/api/archives/{arcid}/files")
+            response = await self._send("GET", url, what=what)
+            if response.status_code not in (404, 405) or self._use_extract is False:
+                self._raise_for_status(response, what)
+                return self._parse_pages(arcid, self._json(response, what), what)
+            log.info("server has no GET /files; using POST /extract")
+            self._use_extract = True
+        return await self._extract(arcid)
+
+    async def _extract(self, arcid: str) -> list[PageRef]:
+        what = f"extraction of {arcid}"
+        url = self.api_url(f"/api/archives/{arcid}/extract")
+        # Extraction is idempotent on the server (it re-extracts the same pages).
+        response = await self._send("POST", url, what=what)
+        self._raise_for_status(response, what)
+        return self._parse_pages(arcid, self._json(response, what), what)
+
+    def _parse_pages(self, arcid: str, body: Any, what: str) -> list[PageRef]:
+        pages = body.get("pages") if isinstance(body, dict) else None
+        if not isinstance(pages, list) or not all(isinstance(p, str) for p in pages):
+            raise BadResponse(f"{what}: no list of page URLs in the answer")
+        refs = []
+        for url in pages:
+            parts = urlsplit(url)
+            if not parts.path.endswith(f"/api/archives/{arcid}/page"):
+                raise BadResponse(f"{what}: a page URL points outside the archive")
+            query = dict(parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True))
+            if "path" not in query:
+                raise BadResponse(f"{what}: a page URL has no path")
+            refs.append(PageRef(path=query["path"], url=self.resolve(url)))
+        return refs
+
+    async def page(self, arcid: str, ref: PageRef) -> bytes:
+        """The bytes of one page, exactly as the server serves them."""
+        what = f"page {ref.path!r} of {arcid}"
+        response = await self._send("GET", ref.url, what=what)
+        if response.status_code == 400 and self._use_extract:
+            # Old servers forget extractions (temp folder cleaned): extract again.
+            await self._extract(arcid)
+            response = await self._send("GET", ref.url, what=what)
+        self._raise_for_status(response, what)
+        return response.content
+
+    async def thumbnail(self, arcid: str) -> Thumbnail:
+        """The cover thumbnail; waits a bounded time for the server to make it.
+
+        Current servers answer 202 with a job to poll; old ones hand out their
+        placeholder (`noThumb.png`) until the real one exists.
+        """
+        what = f"thumbnail of {arcid}"
+        url = self.api_url(f"/api/archives/{arcid}/thumbnail")
+        with trio.move_on_after(self.thumbnail_wait):
+            while True:
+                response = await self._send("GET", url, what=what, params={"no_fallback": "true"})
+                self._raise_for_status(response, what)
+                if response.status_code == 202:
+                    await self._wait_for_job(self._json(response, what), what)
+                    continue
+                if content_disposition_filename(response.headers.raw) != PLACEHOLDER_NAME:
+                    return Thumbnail(response.content, placeholder=False)
+                await trio.sleep(THUMBNAIL_POLL * 2)
+        response = await self._send("GET", url, what=what)
+        self._raise_for_status(response, what)
+        if response.status_code != 200:
+            raise BadResponse(f"{what}: HTTP {response.status_code} without a fallback")
+        return Thumbnail(response.content, placeholder=True)
+
+    async def _wait_for_job(self, body: Any, what: str) -> None:
+        job = body.get("job") if isinstance(body, dict) else None
+        if not isinstance(job, int | str) or not str(job).isdigit():
+            raise BadResponse(f"{what}: 202 without a job number")
+        while True:
+            state = await self._get_json(f"/api/minion/{job}", f"{what} (job {job})")
+            status = state.get("state") if isinstance(state, dict) else None
+            if status == "finished":
+                return
+            if status == "failed":
+                raise ServerError(f"{what}: the server's thumbnail job failed", 500)
+            await trio.sleep(THUMBNAIL_POLL)
+
+    async def download_info(self, arcid: str) -> DownloadInfo:
+        """HEAD of `/download`: the archive's exact length and its file name."""
+        what = f"download of {arcid}"
+        response = await self._send(
+            "HEAD", self.api_url(f"/api/archives/{arcid}/download"), what=what
+        )
+        self._raise_for_status(response, what)
+        length = response.headers.get("content-length", "")
+        if not length.isdigit():
+            raise BadResponse(f"{what}: no Content-Length")
+        return DownloadInfo(int(length), content_disposition_filename(response.headers.raw))
+
+    async def open_download(self, arcid: str, start: int, end: int | None = None) -> DownloadStream:
+        """Open a Range request for the archive file from byte `start` (to `end`, inclusive).
+
+        The caller must `aclose()` the stream; it may do so from another task.
+        """
+        if not ARCID_RE.fullmatch(arcid):
+            raise NotFound(f"{arcid!r} is not an archive id")
+        what = f"download of {arcid}"
+        byte_range = f"bytes={start}-" if end is None else f"bytes={start}-{end}"
+        request = self._http.build_request(
+            "GET", self.api_url(f"/api/archives/{arcid}/download"), headers={"Range": byte_range}
+        )
+        token = object()
+        await self._stream_limiter.acquire_on_behalf_of(token)
+        response: httpx.Response | None = None
+        try:
+            try:
+                with trio.fail_after(self.timeout):
+                    response = await self._http.send(request, stream=True)
+                    if response.status_code >= 400:
+                        await response.aread()
+            except trio.TooSlowError:
+                raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
+            except httpx.TransportError as exc:
+                raise ServerUnreachable(f"{what}: {describe_transport_error(exc)}") from None
+            self._raise_for_status(response, what)
+            return DownloadStream(response, start, self.timeout, what, self._release(token))
+        except BaseException:
+            if response is not None:
+                await response.aclose()
+            self._stream_limiter.release_on_behalf_of(token)
+            raise
+
+    def _release(self, token: object) -> Callable[[], None]:
+        return lambda: self._stream_limiter.release_on_behalf_of(token)
+
+    async def download_range(self, arcid: str, start: int, end: int) -> tuple[bytes, int]:
+        """Bytes `start..end` (inclusive) of the archive file, and the file's total size."""
+        stream = await self.open_download(arcid, start, end)
+        try:
+            chunks = [chunk async for chunk in stream.chunks(end - start + 1)]
+        finally:
+            await stream.aclose()
+        return b"".join(chunks), stream.total
+
+
+class DownloadStream:
+    """An open Range response; yields bytes from the requested start, checked."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        start: int,
+        timeout: float,
+        what: str,
+        on_close: Callable[[], None],
+    ) -> None:
+        self._response = response
+        self._on_close: Callable[[], None] | None = on_close
+        self._timeout = timeout
+        self._what = what
+        self.start = start
+        self.total, self._skip = self._parse_range(response, start)
+
+    def _parse_range(self, response: httpx.Response, start: int) -> tuple[int, int]:
+        if response.status_code == 206:
+            match = re.fullmatch(
+                r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("content-range", "")
+            )
+            if not match or int(match.group(1)) != start:
+                raise BadResponse(f"{self._what}: the server sent the wrong range")
+            return int(match.group(3)), 0
+        if response.status_code == 200:
+            # A server that ignores Range: skip to the start ourselves.
+            length = response.headers.get("content-length", "")
+            if not length.isdigit():
+                raise BadResponse(f"{self._what}: no Content-Length")
+            return int(length), start
+        raise BadResponse(f"{self._what}: unexpected HTTP {response.status_code}")
+
+    async def aclose(self) -> None:
+        """Close the connection (mid-body it is dropped, not reused) and free the slot."""
+        try:
+            with trio.CancelScope(shield=True):
+                await self._response.aclose()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+                self._on_close = None
+
+    async def chunks(self, limit: int | None = None) -> AsyncIterator[bytes]:
+        """Up to `limit` bytes from `start`, chunk by chunk, each under the deadline."""
+        raw = self._response.aiter_raw()
+        remaining = limit
+        while remaining is None or remaining > 0:
+            try:
+                with trio.fail_after(self._timeout):
+                    chunk = await anext(raw, None)
+            except trio.TooSlowError:
+                raise ServerUnreachable(f"{self._what}: stalled mid-body") from None
+            except httpx.TransportError as exc:
+                raise ServerUnreachable(f"{self._what}: {describe_transport_error(exc)}") from None
+            if chunk is None:
+                if remaining:
+                    raise ServerUnreachable(f"{self._what}: the body ended early")
+                return
+            if self._skip:
+                cut = min(self._skip, len(chunk))
+                self._skip -= cut
+                chunk = chunk[cut:]
+            if remaining is not None:
+                chunk = chunk[:remaining]
+                remaining -= len(chunk)
+            if chunk:
+                yield chunk
+
+
+__all__ = ["DownloadStream", "LrrClient", "LrrError"]

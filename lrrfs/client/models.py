@@ -1,0 +1,168 @@
+"""Typed views of LANraragi's JSON answers, tolerant of both API generations.
+
+Old servers (0.7) send `isnew` as "true"/"false", `/api/info` values as strings
+and none of `filename`, `extension`, `size`, `summary`, `lastreadtime`; those
+fields are `None` here when the server did not send them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BadResponse
+
+ARCID_RE = re.compile(r"[0-9a-f]{40}")
+
+
+def _bool(value: Any) -> bool:
+    """LRR booleans: JSON true/false, "true"/"false", 1/0 or "1"/"0"."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return False
+
+
+def _int(value: Any, field: str) -> int:
+    if isinstance(value, bool):
+        raise BadResponse(f"field {field!r} is a boolean, expected a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise BadResponse(f"field {field!r} is {type(value).__name__}, expected a number")
+
+
+def _optional_int(obj: dict[str, Any], field: str) -> int | None:
+    value = obj.get(field)
+    return None if value is None else _int(value, field)
+
+
+def _optional_str(obj: dict[str, Any], field: str) -> str | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadResponse(f"field {field!r} is {type(value).__name__}, expected a string")
+    return value
+
+
+def split_tags(tags: str) -> tuple[str, ...]:
+    """The server's comma-separated tag string as a tuple of trimmed tags."""
+    return tuple(tag.strip() for tag in tags.split(",") if tag.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveMeta:
+    """One archive's metadata as the server reports it."""
+
+    arcid: str
+    title: str
+    tags: tuple[str, ...]
+    isnew: bool
+    pagecount: int
+    progress: int
+    summary: str | None = None
+    filename: str | None = None
+    extension: str | None = None
+    size: int | None = None
+    lastreadtime: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ArchiveMeta:
+        if not isinstance(obj, dict):
+            raise BadResponse(f"archive entry is {type(obj).__name__}, expected an object")
+        arcid = obj.get("arcid")
+        if not isinstance(arcid, str) or not ARCID_RE.fullmatch(arcid):
+            raise BadResponse(f"archive id {str(arcid)[:60]!r} is not 40 hex characters")
+        title = obj.get("title")
+        if not isinstance(title, str):
+            raise BadResponse(f"archive {arcid}: title is {type(title).__name__}")
+        tags = obj.get("tags") or ""
+        if not isinstance(tags, str):
+            raise BadResponse(f"archive {arcid}: tags is {type(tags).__name__}")
+        size = _optional_int(obj, "size")
+        if size is not None and size < 0:
+            raise BadResponse(f"archive {arcid}: negative size")
+        return cls(
+            arcid=arcid,
+            title=title,
+            tags=split_tags(tags),
+            isnew=_bool(obj.get("isnew")),
+            pagecount=_int(obj.get("pagecount") or 0, "pagecount"),
+            progress=_int(obj.get("progress") or 0, "progress"),
+            summary=_optional_str(obj, "summary"),
+            filename=_optional_str(obj, "filename"),
+            extension=_optional_str(obj, "extension"),
+            size=size,
+            lastreadtime=_optional_int(obj, "lastreadtime"),
+        )
+
+    @property
+    def date_added(self) -> int | None:
+        """The `date_added:<epoch>` tag the server adds, if any."""
+        for tag in self.tags:
+            namespace, _, value = tag.partition(":")
+            if namespace.strip() == "date_added" and value.strip().isdigit():
+                return int(value.strip())
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What `/api/info` tells a client."""
+
+    version: str
+    name: str
+    nofun_mode: bool
+    resizes_images: bool
+    has_password: bool
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ServerInfo:
+        if not isinstance(obj, dict) or not isinstance(obj.get("version"), str):
+            raise BadResponse("/api/info has no version string: is this a LANraragi server?")
+        return cls(
+            version=obj["version"],
+            name=str(obj.get("name") or "LANraragi"),
+            nofun_mode=_bool(obj.get("nofun_mode")),
+            resizes_images=_bool(obj.get("server_resizes_images")),
+            has_password=_bool(obj.get("has_password")),
+        )
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", self.version)[:3])
+
+    @property
+    def has_files_route(self) -> bool:
+        """`GET /files` exists from 0.8.2 on; older servers only have `POST /extract`."""
+        return self.version_tuple >= (0, 8, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class PageRef:
+    """A page as listed by `/files` or `/extract`: its in-archive path and its URL."""
+
+    path: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Thumbnail:
+    """A cover image; `placeholder` when the server had none to give yet."""
+
+    data: bytes
+    placeholder: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadInfo:
+    """What a HEAD of `/download` tells: the exact length and the file's name."""
+
+    size: int
+    filename: str | None

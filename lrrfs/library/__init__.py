@@ -1,0 +1,23 @@
+"""The library model: archives, names and caches; neither HTTP details nor FUSE."""
+
+from .library import (
+    METADATA_NAME,
+    THUMBNAIL_NAME,
+    Archive,
+    ArchiveFile,
+    Changes,
+    Library,
+    Page,
+)
+from .reader import ArchiveReader
+
+__all__ = [
+    "METADATA_NAME",
+    "THUMBNAIL_NAME",
+    "Archive",
+    "ArchiveFile",
+    "ArchiveReader",
+    "Changes",
+    "Library",
+    "Page",
+]

@@ -1,0 +1,369 @@
+"""The library model: archives, their folder names, pages, files and caches.
+
+It knows neither HTTP details (it asks an `LrrClient`) nor FUSE (it answers in
+names, sizes and bytes). Everything is fetched on first need, never for the
+whole library at once: a folder's page list and page sizes when it is first
+listed or looked into, a page's bytes when it is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+from cachetools import LRUCache
+
+from ..client import ArchiveMeta, BadResponse, LrrClient, LrrError, NotFound, PageRef, ServerInfo
+from .metadata import render_metadata
+from .names import NameRequest, assign_names, safe_name
+from .pages import old_server_path, page_names
+from .reader import ArchiveReader
+from .singleflight import SingleFlight
+from .zipindex import (
+    TAIL_BYTES,
+    NeedZip64Record,
+    NotAZip,
+    locate_directory,
+    parse_directory,
+    parse_zip64_record,
+)
+
+log = logging.getLogger(__name__)
+
+METADATA_NAME = "metadata.json"
+THUMBNAIL_NAME = "thumbnail.jpg"
+ZIP_EXTENSIONS = frozenset({"zip", "cbz"})
+SIZE_FETCHES = 4  # pages fetched at once when sizes must come from the pages themselves
+PAGE_NAME_RE = re.compile(r"\d{3,}\.[a-z0-9]{1,5}")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    name: str
+    ref: PageRef
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFile:
+    """The original archive file: its name in the folder and its exact length."""
+
+    name: str
+    size: int
+
+
+@dataclass(slots=True)
+class Archive:
+    """One archive of the library and what is known of it so far."""
+
+    meta: ArchiveMeta
+    name: str
+    pages: list[Page] | None = None
+    page_index: dict[str, int] | None = None
+    file: ArchiveFile | None = None
+    _metadata_json: bytes | None = None
+
+    @property
+    def arcid(self) -> str:
+        return self.meta.arcid
+
+    @property
+    def metadata_json(self) -> bytes:
+        if self._metadata_json is None:
+            self._metadata_json = render_metadata(self.meta)
+        return self._metadata_json
+
+    @property
+    def mtime(self) -> int:
+        """Seconds since the epoch: when the server added it (0 when it does not say)."""
+        return self.meta.date_added or 0
+
+
+@dataclass(slots=True)
+class Changes:
+    """What a refresh found different on the server."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)  # (arcid, old name)
+    renamed: list[tuple[str, str, str]] = field(default_factory=list)  # (arcid, old, new)
+    updated: list[str] = field(default_factory=list)  # arcids whose metadata changed
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.renamed or self.updated)
+
+
+@dataclass(slots=True)
+class _Thumb:
+    data: bytes
+    placeholder: bool
+    fetched: float
+
+
+class Library:
+    """A LANraragi library, as folders of files."""
+
+    def __init__(
+        self,
+        client: LrrClient,
+        *,
+        cache_bytes: int = 256 << 20,
+        thumbnail_cache_bytes: int = 64 << 20,
+        placeholder_retry: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.info: ServerInfo | None = None
+        self._archives: dict[str, Archive] = {}
+        self._by_name: dict[str, str] = {}
+        self._sorted_names: list[str] = []
+        self._pages: LRUCache[tuple[str, int], bytes] = LRUCache(cache_bytes, getsizeof=len)
+        self._thumbs: LRUCache[str, _Thumb] = LRUCache(
+            thumbnail_cache_bytes, getsizeof=lambda t: len(t.data)
+        )
+        self._thumb_sizes: dict[str, int] = {}
+        self._placeholder_retry = placeholder_retry
+        self._flights: SingleFlight[object] = SingleFlight()
+        self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
+
+    # -- the index --------------------------------------------------------------
+
+    async def connect(self) -> ServerInfo:
+        """Meet the server: its version, the key if we have one, the archive list."""
+        self.info = await self.client.info()
+        if self.client.has_key:
+            await self.client.check_key()
+        await self.refresh()
+        return self.info
+
+    async def refresh(self) -> Changes:
+        """Fetch the archive list and apply it; names stay put unless titles change."""
+        metas = {meta.arcid: meta for meta in await self.client.archives()}
+        previous = {arcid: (a.meta.title, a.name) for arcid, a in self._archives.items()}
+        requests = (NameRequest(m.arcid, m.title, m.date_added or 0) for m in metas.values())
+        names = assign_names(requests, previous)
+        changes = Changes()
+        for arcid, archive in list(self._archives.items()):
+            if arcid not in metas:
+                del self._archives[arcid]
+                changes.removed.append((arcid, archive.name))
+        for arcid, meta in metas.items():
+            archive = self._archives.get(arcid)
+            if archive is None:
+                self._archives[arcid] = Archive(meta, names[arcid])
+                changes.added.append(arcid)
+                continue
+            if archive.name != names[arcid]:
+                changes.renamed.append((arcid, archive.name, names[arcid]))
+                archive.name = names[arcid]
+            if archive.meta != meta:
+                self._update_meta(archive, meta)
+                changes.updated.append(arcid)
+        if changes.added or changes.removed or changes.renamed:
+            self._by_name = {a.name: arcid for arcid, a in self._archives.items()}
+            self._sorted_names = sorted(self._by_name)
+        return changes
+
+    def _update_meta(self, archive: Archive, meta: ArchiveMeta) -> None:
+        if (meta.filename, meta.extension, meta.size) != (
+            archive.meta.filename,
+            archive.meta.extension,
+            archive.meta.size,
+        ):
+            archive.file = None
+        archive.meta = meta
+        archive._metadata_json = None
+
+    @property
+    def names(self) -> list[str]:
+        """Folder names, sorted."""
+        return self._sorted_names
+
+    def __len__(self) -> int:
+        return len(self._archives)
+
+    def find(self, name: str) -> Archive | None:
+        arcid = self._by_name.get(name)
+        return None if arcid is None else self._archives[arcid]
+
+    def get(self, arcid: str) -> Archive:
+        archive = self._archives.get(arcid)
+        if archive is None:
+            raise NotFound(f"archive {arcid} is no longer on the server")
+        return archive
+
+    # -- pages --------------------------------------------------------------
+
+    async def pages(self, arcid: str) -> list[Page]:
+        """The archive's pages with their exact sizes (fetched once per archive)."""
+        archive = self.get(arcid)
+        if archive.pages is None:
+            pages = await self._flights.run(("pages", arcid), lambda: self._load_pages(archive))
+            archive.pages = pages  # type: ignore[assignment]
+            archive.page_index = {page.name: i for i, page in enumerate(archive.pages)}
+        return archive.pages
+
+    async def find_page(self, arcid: str, name: str) -> tuple[int, Page] | None:
+        if not PAGE_NAME_RE.fullmatch(name):
+            return None
+        pages = await self.pages(arcid)
+        index = self.get(arcid).page_index.get(name)  # type: ignore[union-attr]
+        return None if index is None else (index, pages[index])
+
+    async def _load_pages(self, archive: Archive) -> list[Page]:
+        refs = await self.client.page_list(archive.arcid)
+        resized = bool(self.info and self.info.resizes_images)
+        names = page_names(refs, force_extension="jpg" if resized else None)
+        sizes: dict[int, int] = {}
+        if refs and not resized:
+            sizes = await self._sizes_from_zip(archive, refs)
+        missing = [i for i in range(len(refs)) if i not in sizes]
+        if missing:
+            log.debug("%s: sizing %d pages by fetching them", archive.name, len(missing))
+            sizes.update(await self._sizes_from_pages(archive.arcid, refs, missing))
+        return [Page(names[i], ref, sizes[i]) for i, ref in enumerate(refs)]
+
+    async def _sizes_from_zip(self, archive: Archive, refs: list[PageRef]) -> dict[int, int]:
+        """Page sizes from the zip's central directory, or {} if that cannot work."""
+        extension = (archive.meta.extension or "").lower()
+        try:
+            if extension and extension not in ZIP_EXTENSIONS:
+                return {}
+            file = await self.archive_file(archive.arcid)
+            if not extension and file.name.rsplit(".", 1)[-1].lower() not in ZIP_EXTENSIONS:
+                return {}
+            members = await self._zip_members(archive.arcid, file.size)
+        except (NotAZip, LrrError) as exc:
+            log.info("%s: no zip directory (%s); sizing pages by fetching them", archive.name, exc)
+            return {}
+        old_server = self.info is not None and not self.info.has_files_route
+        by_name: dict[str, int] = {}
+        for member in members:
+            for name in member.names:
+                by_name.setdefault(name, member.size)
+                if old_server:
+                    by_name.setdefault(old_server_path(name), member.size)
+        return {i: by_name[ref.path] for i, ref in enumerate(refs) if ref.path in by_name}
+
+    async def _zip_members(self, arcid: str, size: int) -> list:
+        if size < 22:
+            raise NotAZip("too short for a zip")
+        start = max(0, size - TAIL_BYTES)
+        tail, total = await self.client.download_range(arcid, start, size - 1)
+        if total != size:
+            raise NotAZip(f"the server's file is {total} bytes, not {size}")
+        try:
+            directory = locate_directory(tail, start)
+        except NeedZip64Record as need:
+            record, _ = await self.client.download_range(arcid, need.offset, need.offset + 55)
+            directory = parse_zip64_record(record)
+        end = directory.offset + directory.size
+        if directory.offset < 0 or end > size:
+            raise NotAZip("central directory out of bounds")
+        if directory.offset >= start:
+            data = tail[directory.offset - start : end - start]
+        else:
+            data, _ = await self.client.download_range(arcid, directory.offset, end - 1)
+        return parse_directory(data)
+
+    async def _sizes_from_pages(
+        self, arcid: str, refs: list[PageRef], indexes: list[int]
+    ) -> dict[int, int]:
+        sizes: dict[int, int] = {}
+        limiter = trio.CapacityLimiter(SIZE_FETCHES)
+
+        async def fetch(index: int) -> None:
+            async with limiter:
+                data = await self.client.page(arcid, refs[index])
+            sizes[index] = len(data)
+            self._remember_page((arcid, index), data)
+
+        async with trio.open_nursery() as nursery:
+            for index in indexes:
+                nursery.start_soon(fetch, index)
+        return sizes
+
+    def _remember_page(self, key: tuple[str, int], data: bytes) -> None:
+        if len(data) <= self._pages.maxsize:
+            self._pages[key] = data
+
+    async def page_data(self, arcid: str, index: int) -> bytes:
+        """A page's bytes, from the cache or the server; never of another length."""
+        data = self._pages.get((arcid, index))
+        if data is None:
+            data = await self._flights.run(
+                ("page", arcid, index), lambda: self._fetch_page(arcid, index)
+            )
+        return data  # type: ignore[return-value]
+
+    async def _fetch_page(self, arcid: str, index: int) -> bytes:
+        archive = self.get(arcid)
+        page = (await self.pages(arcid))[index]
+        data = await self.client.page(arcid, page.ref)
+        if len(data) != page.size:
+            raise BadResponse(
+                f"{archive.name}/{page.name}: the server sent {len(data)} bytes "
+                f"where the listing said {page.size}; refusing to serve them"
+            )
+        self._remember_page((arcid, index), data)
+        return data
+
+    # -- thumbnail, archive file, metadata ------------------------------------------
+
+    async def thumbnail(self, arcid: str) -> bytes:
+        """The cover thumbnail. A placeholder is asked for again after a while."""
+        thumb = self._thumbs.get(arcid)
+        stale = (
+            thumb is not None
+            and thumb.placeholder
+            and (trio.current_time() - thumb.fetched > self._placeholder_retry)
+        )
+        if thumb is None or stale:
+            thumb = await self._flights.run(("thumb", arcid), lambda: self._fetch_thumbnail(arcid))
+        return thumb.data  # type: ignore[union-attr]
+
+    def thumbnail_is_placeholder(self, arcid: str) -> bool:
+        thumb = self._thumbs.get(arcid)
+        return thumb is None or thumb.placeholder
+
+    async def _fetch_thumbnail(self, arcid: str) -> _Thumb:
+        self.get(arcid)
+        result = await self.client.thumbnail(arcid)
+        thumb = _Thumb(result.data, result.placeholder, trio.current_time())
+        if len(thumb.data) <= self._thumbs.maxsize:
+            self._thumbs[arcid] = thumb
+        old_size = self._thumb_sizes.get(arcid)
+        self._thumb_sizes[arcid] = len(thumb.data)
+        if old_size is not None and old_size != len(thumb.data):
+            self.on_thumbnail_change(arcid)
+        return thumb
+
+    async def archive_file(self, arcid: str) -> ArchiveFile:
+        archive = self.get(arcid)
+        if archive.file is None:
+            archive.file = await self._flights.run(  # type: ignore[assignment]
+                ("file", arcid), lambda: self._find_archive_file(archive.meta)
+            )
+        return archive.file
+
+    async def _find_archive_file(self, meta: ArchiveMeta) -> ArchiveFile:
+        name = f"{meta.filename}.{meta.extension}" if meta.filename and meta.extension else None
+        size = meta.size
+        if name is None or size is None:
+            download = await self.client.download_info(meta.arcid)
+            size = download.size
+            name = name or download.filename or f"{meta.title}.{meta.extension or 'zip'}"
+        return ArchiveFile(archive_file_name(name), size)
+
+    async def open_archive(self, arcid: str) -> ArchiveReader:
+        file = await self.archive_file(arcid)
+        return ArchiveReader(self.client, arcid, file.size)
+
+
+def archive_file_name(name: str) -> str:
+    """The archive's own file name, kept clear of the folder's other names."""
+    name = safe_name(name.rsplit("/", 1)[-1])
+    if name in (METADATA_NAME, THUMBNAIL_NAME) or PAGE_NAME_RE.fullmatch(name):
+        name = safe_name("archive " + name)
+    return name

@@ -1,0 +1,92 @@
+"""File names from server-given strings: valid, unique and stable.
+
+A title can hold anything: `/`, NUL, control characters, lone surrogates,
+thousands of bytes, or be empty. Folder names must be valid Linux file names
+(no `/` or NUL, not `.`/`..`, at most 255 bytes of UTF-8), unique in their
+folder, and the same for the same archive across refreshes and remounts while
+its title is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+NAME_MAX = 255
+EMPTY_NAME = "(untitled)"
+
+
+def _safe_char(char: str) -> str:
+    code = ord(char)
+    if char == "/":
+        return "\uff0f"  # FULLWIDTH SOLIDUS, as rclone does
+    if code < 0x20:
+        return chr(0x2400 + code)  # the control picture of the character, e.g. ␀
+    if code == 0x7F:
+        return "\u2421"  # ␡
+    if 0xD800 <= code <= 0xDFFF:
+        return "\ufffd"  # a lone surrogate cannot be encoded as UTF-8
+    return char
+
+
+def truncate_utf8(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, on a character boundary."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", "ignore")
+
+
+def safe_name(text: str, *, suffix: str = "") -> str:
+    """A valid file name that shows `text`, with `suffix` kept whole at the end."""
+    name = "".join(_safe_char(c) for c in text).strip()
+    if not name:
+        name = EMPTY_NAME
+    if name in (".", ".."):
+        name = name.replace(".", "\uff0e")  # FULLWIDTH FULL STOP
+    return truncate_utf8(name, NAME_MAX - len(suffix.encode("utf-8"))) + suffix
+
+
+@dataclass(frozen=True, slots=True)
+class NameRequest:
+    """An archive asking for a folder name; older archives win a contested name."""
+
+    arcid: str
+    title: str
+    added: int  # date_added epoch, 0 when the server does not say
+
+
+def assign_names(
+    requests: Iterable[NameRequest],
+    previous: dict[str, tuple[str, str]] | None = None,
+    reserved: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """Map arcid -> unique folder name.
+
+    `previous` maps arcid -> (title, name) from the last assignment: an archive
+    whose title did not change keeps its name, so names never move under a
+    running program. Otherwise, among archives that want the same name, the one
+    added first (then the lowest arcid) gets it plain and the others get
+    ` [<arcid prefix>]`, which is deterministic across remounts.
+    """
+    previous = previous or {}
+    wanted = sorted(requests, key=lambda r: (r.added, r.arcid))
+    taken: set[str] = set(reserved)
+    names: dict[str, str] = {}
+    pending: list[NameRequest] = []
+    for request in wanted:
+        old = previous.get(request.arcid)
+        if old and old[0] == request.title and old[1] not in taken:
+            names[request.arcid] = old[1]
+            taken.add(old[1])
+        else:
+            pending.append(request)
+    for request in pending:
+        name = safe_name(request.title)
+        length = 8
+        while name in taken:
+            name = safe_name(request.title, suffix=f" [{request.arcid[:length]}]")
+            length += 4  # a clash with another suffix: lengthen (arcids are unique)
+        names[request.arcid] = name
+        taken.add(name)
+    return names
