@@ -1,0 +1,57 @@
+"""Inode numbers for the tree's nodes: stable for the mount's life, never reused.
+
+The kernel may hold an inode number long after a node is gone (`forget` comes
+late or never), so numbers are handed out once and kept; the table stays
+compact (one small tuple per node ever seen).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import NamedTuple
+
+import pyfuse3
+
+
+class Kind(IntEnum):
+    ROOT = 0
+    ARCHIVE = 1  # an archive's folder
+    PAGE = 2
+    THUMBNAIL = 3
+    ARCHIVE_FILE = 4  # the original archive file
+    METADATA = 5
+
+
+class Node(NamedTuple):
+    kind: Kind
+    arcid: str = ""
+    index: int = 0  # page number (0-based) for pages
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind in (Kind.ROOT, Kind.ARCHIVE)
+
+
+ROOT = Node(Kind.ROOT)
+
+
+class InodeTable:
+    def __init__(self) -> None:
+        self._nodes: dict[int, Node] = {pyfuse3.ROOT_INODE: ROOT}
+        self._inodes: dict[Node, int] = {ROOT: pyfuse3.ROOT_INODE}
+        self._next = pyfuse3.ROOT_INODE + 1
+
+    def inode(self, node: Node) -> int:
+        inode = self._inodes.get(node)
+        if inode is None:
+            inode = self._inodes[node] = self._next
+            self._nodes[inode] = node
+            self._next += 1
+        return inode
+
+    def known(self, node: Node) -> int | None:
+        """The node's inode if the kernel may have seen it, else None."""
+        return self._inodes.get(node)
+
+    def node(self, inode: int) -> Node | None:
+        return self._nodes.get(inode)
