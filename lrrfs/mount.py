@@ -1,0 +1,214 @@
+"""The mount's lifecycle: meet the server, mount, serve, follow the server, unmount.
+
+`serve()` runs in the foreground until SIGTERM/SIGINT or an external unmount.
+`mount_in_background()` forks a child that serves, and returns once the child
+says the mount is ready (or why it could not mount), like sshfs does.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from .client import LrrClient, LrrError
+from .fs import LrrOperations
+from .library import Library
+
+log = logging.getLogger(__name__)
+
+IDLE_STREAM_SECONDS = 10.0
+
+
+class MountError(Exception):
+    """The mount cannot start; the message says why, for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    url: str
+    mountpoint: Path
+    api_key: str | None = None
+    refresh_interval: float = 60.0
+    timeout: float = 30.0
+    cache_bytes: int = 256 << 20
+    thumbnail_wait: float = 5.0
+    allow_other: bool = False
+    debug_fuse: bool = False
+
+
+Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
+
+
+def prepare_mountpoint(mountpoint: Path) -> None:
+    """Check the mount point; clear a dead mount left by a killed lrrfs."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise MountError(f"mount point {mountpoint}: {exc.strerror}") from None
+        log.warning("%s: clearing a dead FUSE mount (its process was killed)", mountpoint)
+        print(
+            f"lrrfs: {mountpoint}: clearing a dead mount left by a killed process", file=sys.stderr
+        )
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+    if not mountpoint.is_dir():
+        raise MountError(f"mount point {mountpoint} is not a folder")
+    if os.path.ismount(mountpoint):
+        raise MountError(f"{mountpoint} is already a mount point")
+
+
+def fuse_options(options: MountOptions) -> set[str]:
+    source = options.url.replace(",", "%2C")
+    result = set(pyfuse3.default_options) | {f"fsname={source}", "subtype=lrrfs", "noatime"}
+    if options.allow_other:
+        result.add("allow_other")
+    if options.debug_fuse:
+        result.add("debug")
+    return result
+
+
+async def _connect(options: MountOptions) -> tuple[LrrClient, Library]:
+    client = LrrClient(
+        options.url,
+        api_key=options.api_key,
+        timeout=options.timeout,
+        thumbnail_wait=options.thumbnail_wait,
+    )
+    library = Library(client, cache_bytes=options.cache_bytes)
+    try:
+        info = await library.connect()
+    except LrrError as exc:
+        await client.aclose()
+        raise MountError(f"cannot mount {options.url}: {exc}") from None
+    log.info(
+        "connected to %s %s at %s: %d archives",
+        info.name,
+        info.version,
+        options.url,
+        len(library),
+    )
+    return client, library
+
+
+async def _follow_server(library: Library, ops: LrrOperations, interval: float) -> None:
+    """Refresh the archive list every `interval` seconds and tell the kernel what changed."""
+    while True:
+        await trio.sleep(interval)
+        try:
+            changes = await library.refresh()
+        except LrrError as exc:
+            log.warning("refresh of the archive list failed: %s", exc)
+            continue
+        if changes:
+            log.info(
+                "library changed: %d added, %d removed, %d renamed, %d updated",
+                len(changes.added),
+                len(changes.removed),
+                len(changes.renamed),
+                len(changes.updated),
+            )
+            await ops.apply_changes(changes)
+
+
+async def _close_idle_streams(ops: LrrOperations) -> None:
+    while True:
+        await trio.sleep(IDLE_STREAM_SECONDS / 2)
+        await ops.close_idle_streams(IDLE_STREAM_SECONDS)
+
+
+async def _stop_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+async def serve(options: MountOptions, ready: Ready) -> None:
+    """Mount and serve until a signal or an external unmount."""
+    try:
+        prepare_mountpoint(options.mountpoint)
+        client, library = await _connect(options)
+    except MountError as exc:
+        ready(str(exc))
+        raise
+    ops = LrrOperations(library)
+    try:
+        pyfuse3.init(ops, str(options.mountpoint), fuse_options(options))
+    except RuntimeError as exc:
+        await client.aclose()
+        ready(f"cannot mount on {options.mountpoint}: {exc}")
+        raise MountError(str(exc)) from None
+    log.info("mounted %s on %s", options.url, options.mountpoint)
+    try:
+        async with trio.open_nursery() as nursery:
+            ops.attach(nursery)
+            nursery.start_soon(_stop_on_signal)
+            nursery.start_soon(_follow_server, library, ops, options.refresh_interval)
+            nursery.start_soon(_close_idle_streams, ops)
+            ready(None)
+            await pyfuse3.main(min_tasks=4, max_tasks=64)
+            nursery.cancel_scope.cancel()
+    finally:
+        pyfuse3.close(unmount=True)
+        await client.aclose()
+        log.info("unmounted %s", options.mountpoint)
+
+
+def run_foreground(options: MountOptions, ready: Ready) -> int:
+    try:
+        trio.run(serve, options, ready)
+    except MountError:
+        return 1
+    return 0
+
+
+def mount_in_background(options: MountOptions, start_logging: Callable[[], None]) -> int:
+    """Fork a serving child; return 0 once it reports the mount ready, 1 if it failed."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: detach, serve, report through the pipe
+        os.close(read_end)
+        os.setsid()
+        _detach_stdio()
+        start_logging()
+        report = os.fdopen(write_end, "w")
+
+        def ready(error: str | None) -> None:
+            report.write(error or "ok")
+            report.close()
+
+        try:
+            status = run_foreground(options, ready)
+        except BaseException:
+            log.exception("lrrfs stopped on an internal error")
+            status = 1
+        os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as report:
+        message = report.read()
+    if message == "ok":
+        return 0
+    os.waitpid(pid, 0)
+    print(
+        f"lrrfs: {message or 'the mount process died before the mount was ready; see its log'}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
