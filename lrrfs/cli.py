@@ -166,7 +166,7 @@ def cmd_demo_server(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.mountpoint, large_mb=args.large_mb)
+    return run_demo(args.mountpoint, large_mb=args.large_mb, tour_only=args.tour)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("mountpoint", type=Path)
     demo.add_argument(
         "--large-mb", type=int, default=64, help="size of the sample's large archive (default 64)"
+    )
+    demo.add_argument(
+        "--tour",
+        action="store_true",
+        help="walk the mount with a few commands and stop, instead of waiting for Ctrl-C",
     )
     demo.set_defaults(func=cmd_demo)
 
