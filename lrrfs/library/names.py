@@ -37,14 +37,24 @@ def truncate_utf8(text: str, limit: int) -> str:
     return encoded[:limit].decode("utf-8", "ignore")
 
 
-def safe_name(text: str, *, suffix: str = "") -> str:
-    """A valid file name that shows `text`, with `suffix` kept whole at the end."""
+def clean_name(text: str) -> str:
+    """`text` with every character a file name cannot or should not hold replaced."""
     name = "".join(_safe_char(c) for c in text).strip()
     if not name:
-        name = EMPTY_NAME
+        return EMPTY_NAME
     if name in (".", ".."):
-        name = name.replace(".", "\uff0e")  # FULLWIDTH FULL STOP
-    return truncate_utf8(name, NAME_MAX - len(suffix.encode("utf-8"))) + suffix
+        return name.replace(".", "\uff0e")  # FULLWIDTH FULL STOP
+    return name
+
+
+def fit_name(clean: str, suffix: str = "") -> str:
+    """A cleaned name cut to fit NAME_MAX bytes, with `suffix` kept whole at the end."""
+    return truncate_utf8(clean, NAME_MAX - len(suffix.encode("utf-8"))) + suffix
+
+
+def safe_name(text: str, *, suffix: str = "") -> str:
+    """A valid file name that shows `text`, with `suffix` kept whole at the end."""
+    return fit_name(clean_name(text), suffix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +92,15 @@ def assign_names(
         else:
             pending.append(request)
     for request in pending:
-        name = safe_name(request.title)
+        clean = clean_name(request.title)
+        name = fit_name(clean)
         length = 8
         while name in taken:
-            name = safe_name(request.title, suffix=f" [{request.arcid[:length]}]")
-            length += 4  # a clash with another suffix: lengthen (arcids are unique)
+            # A clash with another suffix: lengthen it (arcids are unique); past the
+            # whole arcid (a title made to clash) count up.
+            tag = request.arcid[:length] if length <= 40 else f"{request.arcid} {length - 40}"
+            name = fit_name(clean, f" [{tag}]")
+            length += 4 if length < 40 else 1
         names[request.arcid] = name
         taken.add(name)
     return names

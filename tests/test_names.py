@@ -1,0 +1,82 @@
+"""Folder names from hostile titles: valid, unique, stable."""
+
+from lrrfs.library.names import NAME_MAX, NameRequest, assign_names, safe_name, truncate_utf8
+
+
+def valid(name: str) -> bool:
+    raw = name.encode("utf-8")
+    return bool(raw) and b"/" not in raw and b"\0" not in raw and name not in (".", "..") and len(
+        raw
+    ) <= NAME_MAX
+
+
+def test_hostile_titles_become_valid_names():
+    titles = ["a/b", "nul\0x", "ctrl\x01\x1f\x7f", ".", "..", "", "   ", "é" * 1000, "\ud800x"]
+    for title in titles:
+        assert valid(safe_name(title)), title
+    assert safe_name("a/b") == "a\uff0fb"
+    assert safe_name("nul\0x") == "nul\u2400x"
+    assert safe_name(".") == "\uff0e" and safe_name("..") == "\uff0e\uff0e"
+    assert safe_name("") == safe_name("   ") == "(untitled)"
+
+
+def test_truncation_keeps_whole_characters():
+    title = "日本" * 200  # 3 bytes each
+    name = safe_name(title)
+    assert len(name.encode()) == 255 and name == "日本" * 42 + "日"
+    assert truncate_utf8("ab😀", 5) == "ab"
+
+
+def test_duplicates_get_deterministic_suffixes_and_the_oldest_keeps_the_plain_name():
+    requests = [
+        NameRequest("b" * 40, "Same", added=20),
+        NameRequest("a" * 40, "Same", added=10),
+        NameRequest("c" * 40, "Same", added=30),
+    ]
+    names = assign_names(requests)
+    assert names["a" * 40] == "Same"
+    assert names["b" * 40] == "Same [bbbbbbbb]"
+    assert names["c" * 40] == "Same [cccccccc]"
+    assert assign_names(reversed(requests)) == names
+
+
+def test_names_stay_put_while_titles_do_not_change():
+    old = [NameRequest("b" * 40, "T", added=20)]
+    first = assign_names(old)
+    assert first["b" * 40] == "T"
+    # An older archive with the same title arrives: the running name does not move.
+    both = [*old, NameRequest("a" * 40, "T", added=10)]
+    previous = {"b" * 40: ("T", "T")}
+    second = assign_names(both, previous)
+    assert second["b" * 40] == "T" and second["a" * 40] == "T [aaaaaaaa]"
+
+
+def test_ten_thousand_identical_long_titles_stay_unique_and_short():
+    title = "x" * 1000
+    requests = [NameRequest(f"{i:040x}", title, added=0) for i in range(10_000)]
+    names = assign_names(requests)
+    assert len(set(names.values())) == 10_000
+    assert all(valid(n) for n in names.values())
+
+
+def test_a_title_that_looks_like_a_suffix_does_not_clash():
+    requests = [
+        NameRequest("a" * 40, "T", added=1),
+        NameRequest("b" * 40, "T", added=2),
+        NameRequest("c" * 40, "T [bbbbbbbb]", added=0),
+    ]
+    names = assign_names(requests)
+    assert len(set(names.values())) == 3
+
+
+def test_a_title_made_to_clash_with_a_full_arcid_suffix_still_terminates():
+    arcid = "d" * 40
+    requests = [
+        NameRequest("a" * 40, "T", added=0),
+        NameRequest("e" * 40, f"T [{arcid}]", added=1),
+        NameRequest("f" * 40, "T [dddddddd]", added=1),
+        NameRequest("0" * 40, "T [dddddddddddd]", added=1),
+        NameRequest(arcid, "T", added=5),
+    ]
+    names = assign_names(requests)
+    assert len(set(names.values())) == len(requests)
