@@ -1,0 +1,212 @@
+"""HTTP plumbing: parse a request, apply latency and faults, send the answer.
+
+Headers are written as UTF-8 (LRR sends raw UTF-8 file names in Content-Disposition). Files
+are streamed with socket.sendfile. The request log never holds headers, and nothing here logs
+the Authorization header or the `key` parameter.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import logging
+import re
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .faults import Mangle, apply
+from .responses import Response, json_response
+from .routes import Request
+
+if TYPE_CHECKING:
+    from .server import App, LrrHttpServer
+
+log = logging.getLogger(__name__)
+
+_KEY_PARAM = re.compile(r"([?&]key=)[^&]*")
+MAX_BODY = 4 << 30
+
+
+def redact(path: str) -> str:
+    return _KEY_PARAM.sub(r"\1<redacted>", path)
+
+
+class LrrHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "lrrfs-testserver"
+    sys_version = ""
+    timeout = 300  # an idle keep-alive connection is closed after this many seconds
+    server: LrrHttpServer
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.client_address[0], redact(format % args))
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.debug("%s %s -> %s", self.command, redact(self.path), code)
+
+    # ----- serving -----
+    def _serve(self) -> None:
+        app: App = self.server.app
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.close_connection = True
+            self._send(json_response({"error": "Bad request body"}, 400))
+            return
+        if app.faults_enabled and self.path.startswith("/_lrrfs/"):
+            self._send(self._control(app, body))
+            return
+        entry = app.requests.add(self.command, self.path)
+        if app.faults.latency_ms > 0:
+            app.stop_event.wait(app.faults.latency_ms / 1000)
+        resp, mangle = self._answer(app, body)
+        entry["status"] = None if resp.hang is not None else resp.status
+        self.log_request(entry["status"] or "-")
+        self._send(resp, mangle)
+
+    def _answer(self, app: App, body: bytes) -> tuple[Response, Mangle | None]:
+        rule = app.faults.take(f"{self.command} {self.path}") if app.faults_enabled else None
+        if rule is not None and rule.action in ("hang", "status"):
+            return apply(rule, Response(200), app.api.shapes)
+        try:
+            resp = app.api.dispatch(self._request(body))
+        except Exception:
+            log.exception("error answering %s %s", self.command, redact(self.path))
+            resp = app.api.shapes.server_error()
+        if rule is None:
+            return resp, None
+        return apply(rule, resp, app.api.shapes)
+
+    def _request(self, body: bytes) -> Request:
+        split = urlsplit(self.path)
+        ctype = self.headers.get("Content-Type", "")
+        form: list[tuple[str, str]] = []
+        files: dict[str, tuple[str, bytes]] = {}
+        if ctype.startswith("application/x-www-form-urlencoded"):
+            form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        elif ctype.startswith("multipart/form-data"):
+            form, files = parse_multipart(ctype, body)
+        return Request(
+            method=self.command,
+            raw_path=self.path,
+            path=unquote(split.path, errors="replace"),
+            query=parse_qsl(split.query, keep_blank_values=True, errors="replace"),
+            form=form,
+            headers=self.headers,
+            body=body,
+            files=files,
+        )
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0 or length > MAX_BODY:
+            raise ValueError("bad Content-Length")
+        return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        parts = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+
+    # ----- control routes (only with --faults) -----
+    def _control(self, app: App, body: bytes) -> Response:
+        route = (self.command, urlsplit(self.path).path)
+        if route == ("GET", "/_lrrfs/requests"):
+            return json_response({"requests": app.requests.entries()})
+        if route == ("DELETE", "/_lrrfs/requests"):
+            app.requests.clear()
+            return json_response({"ok": True})
+        if route == ("GET", "/_lrrfs/faults"):
+            return json_response(app.faults.describe())
+        if route == ("DELETE", "/_lrrfs/faults"):
+            app.faults.clear()
+            return json_response({"ok": True})
+        if route == ("POST", "/_lrrfs/faults"):
+            try:
+                app.faults.configure(json.loads(body or b"{}"))
+            except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+                return json_response({"error": str(exc)}, 400)
+            return json_response({"ok": True, **app.faults.describe()})
+        return json_response({"error": "no such control route"}, 404)
+
+    # ----- sending -----
+    def _send(self, resp: Response, mangle: Mangle | None = None) -> None:
+        if resp.hang is not None:
+            # Hold the connection without a byte of answer, then close it (as LRR does).
+            self.server.app.stop_event.wait(resp.hang)
+            self.close_connection = True
+            return
+        try:
+            self._write_head(resp)
+            if self.command != "HEAD":
+                self._write_body(resp, mangle)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+        if mangle is not None:
+            self.close_connection = True
+
+    def _write_head(self, resp: Response) -> None:
+        try:
+            phrase = HTTPStatus(resp.status).phrase
+        except ValueError:
+            phrase = "Status"
+        lines = [f"HTTP/1.1 {resp.status} {phrase}"]
+        lines += [f"{k}: {v}" for k, v in resp.headers]
+        lines += [
+            f"Content-Length: {resp.length}",
+            f"Date: {self.date_time_string()}",
+            f"Server: {self.server_version}",
+        ]
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+
+    def _write_body(self, resp: Response, mangle: Mangle | None) -> None:
+        limit = resp.length if mangle is None or mangle.limit is None else mangle.limit
+        if resp.file is not None:
+            path, offset, _ = resp.file
+            if limit:
+                with open(path, "rb") as f:
+                    self.connection.sendfile(f, offset, limit)
+        elif limit:
+            self.wfile.write(memoryview(resp.body)[:limit])
+        if mangle is not None and mangle.extra:
+            self.wfile.write(mangle.extra)
+
+
+def parse_multipart(
+    ctype: str, body: bytes
+) -> tuple[list[tuple[str, str]], dict[str, tuple[str, bytes]]]:
+    """Form fields and files of a multipart/form-data body (email's MIME parser)."""
+    head = f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    form: list[tuple[str, str]] = []
+    files: dict[str, tuple[str, bytes]] = {}
+    if not msg.is_multipart():
+        return form, files
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            files[str(name)] = (filename, data)
+        else:
+            charset = part.get_content_charset() or "utf-8"
+            form.append((str(name), data.decode(charset, "replace")))
+    return form, files
