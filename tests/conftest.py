@@ -1,0 +1,201 @@
+"""Shared fixtures: the LRR-compatible test server and real FUSE mounts, as subprocesses.
+
+Every server and mount a test starts is stopped in a `finally`, by its own PID;
+mounts are unmounted with `fusermount3 -u` (then `-u -z` if busy).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+KEY = "lrr-test-key"
+PYTHON = sys.executable
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class Server:
+    """A running `lrrfs demo-server` (started with --faults)."""
+
+    url: str
+    library: Path
+    process: subprocess.Popen
+    key: str | None
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        headers = {}
+        if key or self.key:
+            token = base64.b64encode((key or self.key).encode()).decode()
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        with self.http() as client:
+            return client.get(path, **kwargs)
+
+    def archives(self) -> list[dict]:
+        return self.get("/api/archives").json()
+
+    def faults(self, *, latency_ms: float = 0, rules: list[dict] | None = None) -> None:
+        with self.http() as client:
+            response = client.post(
+                "/_lrrfs/faults", json={"latency_ms": latency_ms, "rules": rules or []}
+            )
+            response.raise_for_status()
+
+    def clear_faults(self) -> None:
+        with self.http() as client:
+            client.delete("/_lrrfs/faults").raise_for_status()
+
+    def requests(self) -> list[dict]:
+        return self.get("/_lrrfs/requests").json()["requests"]
+
+    def clear_requests(self) -> None:
+        with self.http() as client:
+            client.delete("/_lrrfs/requests").raise_for_status()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_server(
+    library: Path,
+    workdir: Path,
+    *,
+    generation: str = "0.9",
+    key: str | None = KEY,
+    extra: tuple[str, ...] = (),
+) -> Server:
+    command = [
+        PYTHON, "-m", "lrrfs", "demo-server", "--library", str(library), "--port", "0",
+        "--faults", "--api-generation", generation, "--thumbnail-delay", "0.3",
+        "--missing-page-hang", "5", *extra,
+    ]  # fmt: skip
+    if key:
+        key_file = workdir / f"server-key-{os.getpid()}-{time.monotonic_ns()}"
+        key_file.write_text(key)
+        key_file.chmod(0o600)
+        command += ["--api-key-file", str(key_file)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if "listening on " not in line:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"demo-server did not start: {line!r}")
+    return Server(line.rsplit(" ", 1)[-1], library, process, key)
+
+
+@dataclass
+class Mount:
+    """A running `lrrfs mount -f` on `path`."""
+
+    path: Path
+    process: subprocess.Popen
+    log: Path
+    args: list[str] = field(default_factory=list)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def unmount(self) -> None:
+        if os.path.ismount(self.path):
+            done = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
+            if done.returncode != 0:
+                subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+        if self.process.poll() is None:
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.terminate()
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+
+
+def mount_env(key: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "LRR_API_KEY"}
+    if key:
+        env["LRR_API_KEY"] = key
+    return env
+
+
+def start_mount(
+    server: Server,
+    mountpoint: Path,
+    *,
+    key: str | None = KEY,
+    args: tuple[str, ...] = (),
+) -> Mount:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    log = mountpoint.parent / f"{mountpoint.name}.log"
+    command = [
+        PYTHON, "-m", "lrrfs", "mount", server.url, str(mountpoint), "-f",
+        "--refresh-interval", "2", "--timeout", "20", *args,
+    ]  # fmt: skip
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(command, stderr=log_file, env=mount_env(key))
+    mount = Mount(mountpoint, process, log, command)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not os.path.ismount(mountpoint):
+        if process.poll() is not None or time.monotonic() > deadline:
+            mount.unmount()
+            raise RuntimeError(f"lrrfs mount did not come up:\n{mount.log_text()}")
+        time.sleep(0.05)
+    return mount
+
+
+@pytest.fixture(scope="session")
+def sample_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lrrfs.testserver.samples import make_sample_library
+
+    library = tmp_path_factory.mktemp("library")
+    make_sample_library(library, large_mb=40)
+    return library
+
+
+@pytest.fixture(scope="session")
+def server(sample_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(sample_library, tmp_path_factory.mktemp("server"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def mounted(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
+    """One mount of the sample library, shared by a module's read-only tests."""
+    mount = start_mount(server, tmp_path_factory.mktemp("mnt") / "lrr")
+    try:
+        yield mount
+    finally:
+        mount.unmount()
+
+
+@pytest.fixture
+def fresh_mount(server: Server, tmp_path: Path) -> Iterator[Mount]:
+    """A mount of its own (cold caches), for tests that count requests."""
+    mount = start_mount(server, tmp_path / "lrr")
+    try:
+        yield mount
+    finally:
+        mount.unmount()
