@@ -244,7 +244,7 @@ class Api:
             "motd": "Welcome to this Library running LANraragi!",
             "name": "LANraragi",
             "total_pages_read": 0,
-            "version_desc": "lrrfs test server",
+            "version_desc": "I'm under Japanese influence and my honor's at stake!",
         }
         if self.modern:
             return json_response(

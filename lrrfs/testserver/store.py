@@ -13,12 +13,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .archives import Member, compute_arcid, list_image_members
-from .names import is_archive_name, legacy_key, natural_key, rename_non_ascii, strip_extension
+from .names import ARCHIVE_SUFFIXES, legacy_key, natural_key, rename_non_ascii, strip_extension
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Library:
     root: Path
     generation: str = "0.9"
     _lock: threading.RLock = field(default_factory=threading.RLock)
-    _cache: dict[tuple[str, int, int], Scan] = field(default_factory=dict)
+    _cache: dict[tuple[str, int, int], Archive] = field(default_factory=dict)
     _by_id: dict[str, Archive] = field(default_factory=dict)
     _last_scan: float = float("-inf")
     _state: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -85,41 +86,38 @@ class Library:
 
     # ----- scanning -----
     def refresh(self, *, force: bool = False) -> None:
+        """Walk the folder again unless that was done less than RESCAN_INTERVAL ago."""
         with self._lock:
-            now = time.monotonic()
-            if not force and now - self._last_scan < RESCAN_INTERVAL:
+            if not force and time.monotonic() - self._last_scan < RESCAN_INTERVAL:
                 return
+            cache: dict[tuple[str, int, int], Archive] = {}
             found: dict[str, Archive] = {}
-            live_keys = set()
-            for path, st in self._walk(self.root):
-                key = (str(path), st.st_size, st.st_mtime_ns)
-                live_keys.add(key)
-                scan = self._cache.get(key)
-                if scan is None:
-                    scan = self._scan_or_none(path)
-                    if scan is None:
-                        continue
-                    self._cache[key] = scan
-                rel = path.relative_to(self.root).as_posix()
-                arc = Archive(rel, path, st.st_size, st.st_mtime_ns, scan)
+            for path, rel, st in self._walk(str(self.root), ""):
+                key = (path, st.st_size, st.st_mtime_ns)
+                arc = self._cache.get(key) or self._scan_or_none(path, rel, st)
+                if arc is None:
+                    continue
+                cache[key] = arc
                 # Identical files share an id; like LRR keep one (the first by path).
-                prev = found.get(scan.arcid)
+                prev = found.get(arc.arcid)
                 if prev is None or rel < prev.rel:
-                    found[scan.arcid] = arc
-            self._cache = {k: v for k, v in self._cache.items() if k in live_keys}
+                    found[arc.arcid] = arc
+            self._cache = cache
             self._by_id = found
             self._last_scan = time.monotonic()
 
     @staticmethod
-    def _scan_or_none(path: Path) -> Scan | None:
+    def _scan_or_none(path: str, rel: str, st: os.stat_result) -> Archive | None:
         try:
-            return scan_file(path)
+            scan = scan_file(Path(path))
         except OSError as exc:  # vanished or unreadable while scanning
             log.debug("cannot scan %s: %s", path, exc)
             return None
+        return Archive(rel, Path(path), st.st_size, st.st_mtime_ns, scan)
 
     @classmethod
-    def _walk(cls, directory: Path):
+    def _walk(cls, directory: str, prefix: str) -> Iterator[tuple[str, str, os.stat_result]]:
+        """(path, relative path, stat) of the archive files under `directory`, hidden skipped."""
         try:
             entries = list(os.scandir(directory))
         except OSError:
@@ -129,9 +127,9 @@ class Library:
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    yield from cls._walk(Path(entry.path))
-                elif entry.is_file() and is_archive_name(entry.name):
-                    yield Path(entry.path), entry.stat()
+                    yield from cls._walk(entry.path, f"{prefix}{entry.name}/")
+                elif entry.name.lower().endswith(ARCHIVE_SUFFIXES) and entry.is_file():
+                    yield entry.path, prefix + entry.name, entry.stat()
             except OSError:
                 continue
 
