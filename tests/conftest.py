@@ -31,6 +31,27 @@ class Server:
     library: Path
     process: subprocess.Popen
     key: str | None
+    generation: str = "0.9"
+
+    def page_urls(self, arcid: str) -> list[str]:
+        """The page URLs as the server lists them (GET /files, or POST /extract on 0.7)."""
+        with self.http() as client:
+            if self.generation == "0.7":
+                response = client.post(f"/api/archives/{arcid}/extract")
+            else:
+                response = client.get(f"/api/archives/{arcid}/files")
+            response.raise_for_status()
+            return [url.removeprefix(".") for url in response.json()["pages"]]
+
+    def archive_file_name(self, entry: dict) -> str:
+        """The archive's file name: from metadata, or the download's Content-Disposition."""
+        if entry.get("filename") and entry.get("extension"):
+            return f"{entry['filename']}.{entry['extension']}"
+        with self.http() as client:
+            response = client.head(f"/api/archives/{entry['arcid']}/download")
+        disposition = response.headers.raw
+        value = next(v for k, v in disposition if k.lower() == b"content-disposition")
+        return value.decode().split('filename="', 1)[1].rsplit('"', 1)[0].replace('\\"', '"')
 
     def http(self, key: str | None = None) -> httpx.Client:
         headers = {}
@@ -99,7 +120,7 @@ def start_server(
         process.kill()
         process.wait()
         raise RuntimeError(f"demo-server did not start: {line!r}")
-    return Server(line.rsplit(" ", 1)[-1], library, process, key)
+    return Server(line.rsplit(" ", 1)[-1], library, process, key, generation)
 
 
 @dataclass
@@ -172,9 +193,16 @@ def sample_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return library
 
 
-@pytest.fixture(scope="session")
-def server(sample_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(sample_library, tmp_path_factory.mktemp("server"))
+@pytest.fixture(scope="session", params=["0.9", "0.7"], ids=lambda g: f"lrr{g}")
+def server(
+    request: pytest.FixtureRequest,
+    sample_library: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """The sample library served like a current (0.9) and an old (0.7) LANraragi."""
+    running = start_server(
+        sample_library, tmp_path_factory.mktemp("server"), generation=request.param
+    )
     try:
         yield running
     finally:
