@@ -134,9 +134,18 @@ def mount_options(args: argparse.Namespace) -> MountOptions:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from .mount import mount_in_background, run_foreground
+    from .mount import MountError, mount_in_background, prepare_mountpoint, run_foreground
 
     options = mount_options(args)
+    try:
+        if prepare_mountpoint(options.mountpoint):
+            print(
+                f"lrrfs: {options.mountpoint}: cleared a dead mount (its lrrfs process had died)",
+                file=sys.stderr,
+            )
+    except MountError as exc:
+        print(f"lrrfs: {exc}", file=sys.stderr)
+        return 1
     if args.foreground:
         setup_logging(args.verbose, args.log_file)
 

@@ -49,22 +49,22 @@ class MountOptions:
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
 
 
-def prepare_mountpoint(mountpoint: Path) -> None:
-    """Check the mount point; clear a dead mount left by a killed lrrfs."""
+def prepare_mountpoint(mountpoint: Path) -> bool:
+    """Check the mount point; clear a dead mount left by a killed lrrfs (then return True)."""
+    cleared = False
     try:
         os.stat(mountpoint)
+        os.statvfs(mountpoint)  # stat may be answered from cache; statfs reaches the server
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
             raise MountError(f"mount point {mountpoint}: {exc.strerror}") from None
-        log.warning("%s: clearing a dead FUSE mount (its process was killed)", mountpoint)
-        print(
-            f"lrrfs: {mountpoint}: clearing a dead mount left by a killed process", file=sys.stderr
-        )
         subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        cleared = True
     if not mountpoint.is_dir():
         raise MountError(f"mount point {mountpoint} is not a folder")
     if os.path.ismount(mountpoint):
         raise MountError(f"{mountpoint} is already a mount point")
+    return cleared
 
 
 def fuse_options(options: MountOptions) -> set[str]:
@@ -137,7 +137,6 @@ async def _stop_on_signal() -> None:
 async def serve(options: MountOptions, ready: Ready) -> None:
     """Mount and serve until a signal or an external unmount."""
     try:
-        prepare_mountpoint(options.mountpoint)
         client, library = await _connect(options)
     except MountError as exc:
         ready(str(exc))

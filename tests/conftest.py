@@ -152,6 +152,15 @@ class Mount:
                     self.process.wait()
 
 
+def is_live_mount(path: Path) -> bool:
+    """A mount that answers (a dead FUSE mount still looks like a mount point)."""
+    try:
+        os.listdir(path)
+    except OSError:
+        return False
+    return os.path.ismount(path)
+
+
 def mount_env(key: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "LRR_API_KEY"}
     if key:
@@ -176,7 +185,7 @@ def start_mount(
         process = subprocess.Popen(command, stderr=log_file, env=mount_env(key))
     mount = Mount(mountpoint, process, log, command)
     deadline = time.monotonic() + START_TIMEOUT
-    while not os.path.ismount(mountpoint):
+    while not is_live_mount(mountpoint):
         if process.poll() is not None or time.monotonic() > deadline:
             mount.unmount()
             raise RuntimeError(f"lrrfs mount did not come up:\n{mount.log_text()}")
