@@ -65,7 +65,7 @@ class LrrHandler(BaseHTTPRequestHandler):
             self._send(self._control(app, body))
             return
         entry = app.requests.add(self.command, self.path)
-        if app.faults.latency_ms > 0:
+        if app.faults.latency_ms > 0 and self.path.startswith("/api"):
             app.stop_event.wait(app.faults.latency_ms / 1000)
         resp, mangle = self._answer(app, body)
         entry["status"] = None if resp.hang is not None else resp.status

@@ -109,10 +109,9 @@ class Shapes:
         """Body for a fault rule's forced status, shaped like this generation's errors."""
         if status == 401:
             return self.unauthorized()
-        if status == 404:
-            return self.not_found()
         if self.modern:
-            return self.validation(status, "Injected fault.")
+            message = "Not Found." if status == 404 else "Injected fault."
+            return self.validation(status, message)
         return json_response(
             {"error": "Injected fault.", "operation": "fault", "success": 0}, status
         )
