@@ -7,11 +7,13 @@ the Authorization header or the `key` parameter.
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import json
 import logging
 import re
+import socket
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _KEY_PARAM = re.compile(r"([?&]key=)[^&]*")
 MAX_BODY = 4 << 30
+SMALL_BODY = 1 << 20
 
 
 def redact(path: str) -> str:
@@ -40,6 +43,13 @@ class LrrHandler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 300  # an idle keep-alive connection is closed after this many seconds
     server: LrrHttpServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Head and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
+        # the client's delayed ACK add ~40 ms to every small answer.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
         self._serve()
@@ -153,15 +163,20 @@ class LrrHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            self._write_head(resp)
-            if self.command != "HEAD":
+            head = self._head(resp)
+            if self.command == "HEAD":
+                self.wfile.write(head)
+            elif resp.file is None and mangle is None and resp.length <= SMALL_BODY:
+                self.wfile.write(head + resp.body)  # one write, one packet for small answers
+            else:
+                self.wfile.write(head)
                 self._write_body(resp, mangle)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         if mangle is not None:
             self.close_connection = True
 
-    def _write_head(self, resp: Response) -> None:
+    def _head(self, resp: Response) -> bytes:
         try:
             phrase = HTTPStatus(resp.status).phrase
         except ValueError:
@@ -173,7 +188,7 @@ class LrrHandler(BaseHTTPRequestHandler):
             f"Date: {self.date_time_string()}",
             f"Server: {self.server_version}",
         ]
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
     def _write_body(self, resp: Response, mangle: Mangle | None) -> None:
         limit = resp.length if mangle is None or mangle.limit is None else mangle.limit
