@@ -576,3 +576,15 @@ def test_unreadable_zip_is_listed_without_pages(library: Path) -> None:
     assert broken["pagecount"] == 0
     assert sum(a["title"] in ("Tiny_Two", "Copy Of Tiny") for a in archives) == 1
     assert zipfile.is_zipfile(library / "Tiny_Two.zip")
+
+
+def test_in_process_fault_and_log_shortcuts(library: Path) -> None:
+    with TestServer(library) as srv:
+        srv.set_faults(
+            {"rules": [{"match": "info", "action": "status", "status": 502, "times": 1}]}
+        )
+        assert get(srv, "/api/info").status == 502
+        assert get(srv, "/api/info").status == 200
+        assert [r["status"] for r in srv.requests] == [502, 200]
+        srv.clear_requests()
+        assert srv.requests == []

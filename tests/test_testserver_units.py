@@ -251,3 +251,19 @@ def test_make_archive_sizes(tmp_path: Path) -> None:
     with zipfile.ZipFile(path) as zf:
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
         assert [i.file_size for i in zf.infolist()] == [300_000] * 4
+
+
+def test_tar_member_with_undecodable_name(tmp_path: Path) -> None:
+    import tarfile
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4), "blue").save(png, "PNG")
+    path = tmp_path / "latin1.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tf:
+        info = tarfile.TarInfo("\xff1.png")  # written as the single byte 0xff
+        info.size = len(png.getvalue())
+        tf.addfile(info, io.BytesIO(png.getvalue()))
+    scan = scan_file(path)
+    assert scan.pages == ("\ufffd1.png",)
+    assert page_url("0" * 40, scan.pages[0], legacy=False).endswith("%EF%BF%BD1.png")
+    assert read_member(path, scan.members[scan.pages[0]]) == png.getvalue()

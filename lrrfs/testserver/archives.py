@@ -89,7 +89,7 @@ def _tar_members(path: Path) -> list[Member]:
     out = []
     with tarfile.open(path, "r:gz" if gzipped else "r:") as tf:
         for info in tf:
-            name = normalize_member(info.name)
+            name = normalize_member(_printable(info.name))
             if not info.isreg() or info.issparse() or name is None or not is_image(name):
                 continue
             out.append(
@@ -103,6 +103,12 @@ def _tar_members(path: Path) -> list[Member]:
                 )
             )
     return _dedup(out)
+
+
+def _printable(name: str) -> str:
+    """tarfile keeps undecodable name bytes as lone surrogates, which cannot go into a URL;
+    serve such a name with U+FFFD instead (members are read by offset, not by name)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _is_gzip(path: Path) -> bool:

@@ -3,7 +3,9 @@
 POST /_lrrfs/faults {"latency_ms": N, "rules": [{"match", "action", "status", "times",
 "hang_seconds", "body"}]} replaces the fault set; DELETE /_lrrfs/faults clears it.
 A rule's `match` is a Python regex searched in "METHOD path?query"; the first rule that matches
-and has `times` left (null = unlimited) applies to the request. Actions:
+and has `times` left (null = unlimited) applies to the request. `hang` and `status` answer
+without running the request (no side effect); the other actions run it and corrupt its answer.
+Actions:
 
 - hang: never answer; close the connection after `hang_seconds` (default 60).
 - drop: send the status line, headers with the true Content-Length, half the body, close.

@@ -83,7 +83,8 @@ class LrrHandler(BaseHTTPRequestHandler):
         self._send(resp, mangle)
 
     def _answer(self, app: App, body: bytes) -> tuple[Response, Mangle | None]:
-        rule = app.faults.take(f"{self.command} {self.path}") if app.faults_enabled else None
+        # Rules are only ever set through the control routes (--faults) or in-process.
+        rule = app.faults.take(f"{self.command} {self.path}")
         if rule is not None and rule.action in ("hang", "status"):
             return apply(rule, Response(200), app.api.shapes)
         try:
@@ -171,7 +172,7 @@ class LrrHandler(BaseHTTPRequestHandler):
             else:
                 self.wfile.write(head)
                 self._write_body(resp, mangle)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        except OSError:  # the client went away (or the server is stopping)
             self.close_connection = True
         if mangle is not None:
             self.close_connection = True

@@ -45,7 +45,7 @@ _UPLOAD_SUFFIXES = (".zip", ".cbz", ".tar", ".tar.gz", ".tgz", ".cbt")
 @dataclass
 class Config:
     generation: str = "0.9"
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a repr or a log
     nofun: bool = False
     thumbnail_delay: float = 0.3
     missing_page_hang: float = 30.0

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .faults import Faults, RequestLog
 from .handler import LrrHandler
@@ -152,6 +153,23 @@ class TestServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._httpd = None
+
+    # ----- in-process shortcuts of the /_lrrfs/ control routes -----
+    def set_faults(self, config: dict[str, Any]) -> None:
+        """Same as POST /_lrrfs/faults (works without faults=True too)."""
+        self.faults.configure(config)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Same as GET /_lrrfs/requests: [{"method", "path", "status"}, ...]."""
+        return self.app.requests.entries() if self.app is not None else []
+
+    def clear_requests(self) -> None:
+        if self.app is not None:
+            self.app.requests.clear()
 
     def __enter__(self) -> TestServer:
         return self.start()

@@ -153,9 +153,9 @@ class Library:
             "title": _str(saved.get("title"), strip_extension(arc.file_name)),
             "tags": _str(saved.get("tags"), default_tags if self.generation == "0.9" else ""),
             "summary": _str(saved.get("summary"), ""),
-            "isnew": bool(saved.get("isnew", True)),
-            "progress": int(saved.get("progress", 0)),
-            "lastreadtime": int(saved.get("lastreadtime", 0)),
+            "isnew": _bool(saved.get("isnew"), True),
+            "progress": _int(saved.get("progress")),
+            "lastreadtime": _int(saved.get("lastreadtime")),
         }
 
     def update(self, arc: Archive, **fields: Any) -> None:
@@ -278,3 +278,17 @@ def _category(name: str, stamp: int, *, search: str = "", pinned: int = 0) -> di
 
 def _str(value: Any, default: str) -> str:
     return default if value is None else str(value)
+
+
+def _bool(value: Any, default: bool) -> bool:
+    """Seeded files may say "false": only real booleans and "true"/"false" count."""
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return default if value is None else bool(value)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
