@@ -21,8 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-generation", choices=GENERATIONS, default="0.9")
     parser.add_argument("--faults", action="store_true", help="enable the /_lrrfs/ routes")
     parser.add_argument("--latency-ms", type=float, default=0, help="delay of every /api call")
-    parser.add_argument("--thumbnail-delay", type=float, default=0.3, metavar="S")
-    parser.add_argument("--missing-page-hang", type=float, default=30.0, metavar="S")
+    parser.add_argument(
+        "--thumbnail-delay",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="how long a thumbnail job takes (default 0.3)",
+    )
+    parser.add_argument(
+        "--missing-page-hang",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="how long a missing page (0.9) or the download of an unknown id (0.7) is held "
+        "without an answer before the connection is closed, like a real server (default 30)",
+    )
     parser.add_argument("--no-fun-mode", action="store_true", help="every /api call needs the key")
 
 

@@ -265,7 +265,7 @@ def make_sample_library(
         ),
     ]
     if large_mb > 0:
-        page_bytes = 2_000_000
+        page_bytes = 500_000  # many pages of a realistic size
         count = max(1, large_mb * 1_000_000 // page_bytes)
         paths.append(make_archive(d / "Large Archive.zip", count, page_bytes=page_bytes))
     if seed_state:
