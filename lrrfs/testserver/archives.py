@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import struct
 import tarfile
 import zipfile
@@ -42,12 +43,27 @@ def compute_arcid(path: Path) -> str:
         return hashlib.sha1(f.read(ARCID_BYTES)).hexdigest()
 
 
-def list_image_members(path: Path) -> list[Member]:
-    """Image members of a zip or tar archive, unordered; unreadable archives have none."""
+def read_head(path: Path) -> bytes:
+    """The first ARCID_BYTES bytes: the whole file when it is small."""
+    with open(path, "rb") as f:
+        return f.read(ARCID_BYTES)
+
+
+def list_image_members(path: Path, head: bytes | None = None) -> list[Member]:
+    """Image members of a zip or tar archive, unordered; unreadable archives have none.
+
+    `head` (see read_head) saves reopening a small file: it is parsed from memory.
+    """
+    source: Path | io.BytesIO = path
+    if head is not None and len(head) < ARCID_BYTES:
+        source = io.BytesIO(head)
     try:
-        if zipfile.is_zipfile(path):
-            return _zip_members(path)
-        return _tar_members(path)
+        try:
+            return _zip_members(source)
+        except zipfile.BadZipFile:
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
+            return _tar_members(source)
     except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error):
         return []
 
@@ -63,7 +79,7 @@ def _dedup(members: list[Member]) -> list[Member]:
     return out
 
 
-def _zip_members(path: Path) -> list[Member]:
+def _zip_members(path: Path | io.BytesIO) -> list[Member]:
     out = []
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
@@ -84,10 +100,15 @@ def _zip_members(path: Path) -> list[Member]:
     return _dedup(out)
 
 
-def _tar_members(path: Path) -> list[Member]:
-    gzipped = _is_gzip(path)
+def _tar_members(source: Path | io.BytesIO) -> list[Member]:
+    gzipped = _is_gzip(source)
     out = []
-    with tarfile.open(path, "r:gz" if gzipped else "r:") as tf:
+    in_memory = isinstance(source, io.BytesIO)
+    with tarfile.open(
+        name=None if in_memory else source,
+        fileobj=source if in_memory else None,
+        mode="r:gz" if gzipped else "r:",
+    ) as tf:
         for info in tf:
             name = normalize_member(_printable(info.name))
             if not info.isreg() or info.issparse() or name is None or not is_image(name):
@@ -111,8 +132,10 @@ def _printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
+def _is_gzip(source: Path | io.BytesIO) -> bool:
+    if isinstance(source, io.BytesIO):
+        return source.getbuffer()[:2] == b"\x1f\x8b"
+    with open(source, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
 
 

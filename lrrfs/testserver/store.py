@@ -8,6 +8,7 @@ in DIR/.lrrfs-server.json (format: see the package docstring), written atomicall
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .archives import Member, compute_arcid, list_image_members
+from .archives import Member, list_image_members, read_head
 from .names import ARCHIVE_SUFFIXES, legacy_key, natural_key, rename_non_ascii, strip_extension
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,12 @@ class Archive:
 
 
 def scan_file(path: Path) -> Scan:
-    members = {m.name: m for m in list_image_members(path)}
+    head = read_head(path)
+    members = {m.name: m for m in list_image_members(path, head)}
     pages = tuple(sorted(members, key=natural_key))
     legacy_names = {rename_non_ascii(name): name for name in members}
     legacy_pages = tuple(sorted(legacy_names, key=legacy_key))
-    return Scan(compute_arcid(path), members, pages, legacy_pages, legacy_names)
+    return Scan(hashlib.sha1(head).hexdigest(), members, pages, legacy_pages, legacy_names)
 
 
 @dataclass
