@@ -87,6 +87,16 @@ class ArchiveReader:
 
     async def _fill(self, end: int) -> None:
         """Read the stream until the buffer reaches `end`, reconnecting if it breaks."""
+        try:
+            with trio.fail_after(self._client.timeout):
+                await self._fill_unbounded(end)
+        except trio.TooSlowError:
+            await self._close_stream()
+            raise ServerUnreachable(
+                f"download of {self._arcid}: no data for {self._client.timeout:g} s"
+            ) from None
+
+    async def _fill_unbounded(self, end: int) -> None:
         failures = 0
         while self._position < end:
             try:

@@ -1,0 +1,114 @@
+"""Benchmark lrrfs against direct HTTP on the same test server, in the same run.
+
+    .venv/bin/python -m tests.benchmark [--big-mb 500] [--pages 200]
+
+Each row measures lrrfs through a real FUSE mount and a baseline doing the same
+job directly over HTTP, against the same server and bytes, and prints their
+ratio. Every row runs twice: with no added latency, and with 20 ms added to
+each request by the test server (a NAS over Wi-Fi). Mounts are cold (new) for
+each measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lrrfs.testserver.samples import make_archive
+
+from .conftest import Server, start_mount, start_server
+
+PAGE_BYTES = 200_000
+CHUNK = 1 << 20
+
+
+def timed(job: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    job()
+    return time.perf_counter() - started
+
+
+def cold_listing(server: Server, workdir: Path, title: str, arcid: str) -> tuple[float, float]:
+    """`ls -l` of a cold folder vs downloading its pages one by one."""
+    mount = start_mount(server, workdir / "mnt-ls")
+    try:
+        lrrfs = timed(lambda: subprocess.run(["ls", "-l", str(mount.path / title)],
+                                             check=True, capture_output=True))  # fmt: skip
+    finally:
+        mount.unmount()
+    urls = server.page_urls(arcid)
+    with server.http() as http:
+        direct = timed(lambda: [http.get(url).content for url in urls])
+    return lrrfs, direct
+
+
+def archive_read(server: Server, workdir: Path, title: str, arcid: str) -> tuple[float, float]:
+    """Reading the whole archive file through the mount vs a direct streamed download."""
+    mount = start_mount(server, workdir / "mnt-cat")
+    try:
+        path = mount.path / title / f"{title}.zip"
+        size = path.stat().st_size
+
+        def read_mount() -> None:
+            with open(path, "rb", buffering=0) as handle:
+                while handle.read(CHUNK):
+                    pass
+
+        lrrfs = timed(read_mount)
+    finally:
+        mount.unmount()
+
+    def download() -> None:
+        with server.http() as http, http.stream("GET", f"/api/archives/{arcid}/download") as r:
+            for _ in r.iter_raw(CHUNK):
+                pass
+
+    direct = timed(download)
+    mb = size / 1e6
+    return mb / lrrfs, mb / direct
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--big-mb", type=int, default=500)
+    parser.add_argument("--pages", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lrrfs-bench-") as tmp:
+        workdir = Path(tmp)
+        library = workdir / "library"
+        make_archive(library / "Pages.zip", args.pages, page_bytes=PAGE_BYTES)
+        make_archive(library / "Big.zip", args.big_mb // 2, page_bytes=2_000_000)
+        server = start_server(library, workdir)
+        try:
+            ids = {a["title"]: a["arcid"] for a in server.archives()}
+            rows = []
+            for latency in (0, 20):
+                server.faults(latency_ms=latency)
+                lrrfs, direct = cold_listing(server, workdir, "Pages", ids["Pages"])
+                rows.append((f"cold `ls -l` of a {args.pages}-page folder", latency,
+                             f"{lrrfs * 1000:.0f} ms", f"{direct * 1000:.0f} ms",
+                             f"{lrrfs / direct:.3f}x time", "<= 0.5x"))  # fmt: skip
+                mine, theirs = archive_read(server, workdir, "Big", ids["Big"])
+                rows.append((f"read of a {args.big_mb} MB archive", latency,
+                             f"{mine:.0f} MB/s", f"{theirs:.0f} MB/s",
+                             f"{mine / theirs:.2f}x throughput", ">= 0.85x"))  # fmt: skip
+            server.clear_faults()
+        finally:
+            server.stop()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    header = ("row", "added latency", "lrrfs", "direct HTTP", "ratio", "target")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
