@@ -11,6 +11,7 @@ and the JSON values that do not depend on the library's files or the clock.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -62,8 +63,10 @@ VALUE_EXEMPT = {
     "job",  # mapped: the next job number depends on earlier jobs
 }
 
+# Outside CI, a checkout without shared/ beside it skips; in CI a missing folder fails.
 pytestmark = pytest.mark.skipif(
-    not SAMPLES_DIR.is_dir(), reason=f"recordings not found in {SAMPLES_DIR}"
+    not SAMPLES_DIR.is_dir() and not os.environ.get("CI"),
+    reason=f"recordings not found in {SAMPLES_DIR}",
 )
 
 

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-SAMPLES_DIR = Path(os.environ.get("LRRFS_LRR_SAMPLES", "/work/shared/lrr-samples"))
+# The recordings live in shared/ beside the repository (also in CI's clone).
+REPOSITORY = Path(__file__).resolve().parent.parent
+SAMPLES_DIR = Path(
+    os.environ.get("LRRFS_LRR_SAMPLES") or REPOSITORY.parent / "shared" / "lrr-samples"
+)
 RECORDING_DIRS = {"0.9": "0.9.81", "0.7": "0.7.9"}
 KEY = "lrr-test-key"  # the throwaway key of the recordings
 
