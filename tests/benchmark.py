@@ -74,6 +74,16 @@ def archive_read(server: Server, workdir: Path, title: str, arcid: str) -> tuple
     return mb / lrrfs, mb / direct
 
 
+def make_server_thumbnails(server: Server, arcids) -> None:
+    """Have the server make its covers first, as a real one does when archives arrive:
+    the cold listing then measures lrrfs, not the server's thumbnail job."""
+    with server.http() as http:
+        for arcid in arcids:
+            url = f"/api/archives/{arcid}/thumbnail"
+            while http.get(url, params={"no_fallback": "true"}).status_code == 202:
+                time.sleep(0.1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--big-mb", type=int, default=500)
@@ -87,6 +97,7 @@ def main() -> None:
         server = start_server(library, workdir)
         try:
             ids = {a["title"]: a["arcid"] for a in server.archives()}
+            make_server_thumbnails(server, ids.values())
             rows = []
             for latency in (0, 20):
                 server.faults(latency_ms=latency)
