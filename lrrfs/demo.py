@@ -65,16 +65,20 @@ Press Ctrl-C here to unmount and stop.
 
 def tour(mountpoint: Path, library: Path) -> None:
     """Walk the mount like a user would, and check what it shows against the files served."""
+    originals = {
+        hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in library.rglob("*")
+        if path.is_file()
+    }
     folders = sorted(os.listdir(mountpoint))
     print(f"$ ls {mountpoint}\n  " + "\n  ".join(folders))
     for folder in folders:
         entries = sorted(os.listdir(mountpoint / folder))
-        archives = [e for e in entries if e.rsplit(".", 1)[-1] in ("zip", "cbz", "tar", "gz")]
-        pages = [e for e in entries if e[:3].isdigit()]
-        print(f"{folder}: {len(pages)} pages, {', '.join(archives)}")
-        for name in archives:
+        pages = [e for e in entries if e.split(".")[0].isdigit()]
+        archives = set(entries) - set(pages) - {"metadata.json", "thumbnail.jpg"}
+        print(f"{folder}: {len(pages)} pages, {', '.join(sorted(archives))}")
+        for name in sorted(archives):
             served = hashlib.sha256((mountpoint / folder / name).read_bytes()).hexdigest()
-            originals = {hashlib.sha256(p.read_bytes()).hexdigest() for p in library.rglob(name)}
             verdict = "matches the served file" if served in originals else "DIFFERS"
             print(f"  {name}: sha256 {served[:16]}... {verdict}")
 
