@@ -36,12 +36,9 @@ def timed(job: Callable[[], object]) -> float:
 
 def cold_listing(server: Server, workdir: Path, title: str, arcid: str) -> tuple[float, float]:
     """`ls -l` of a cold folder vs downloading its pages one by one."""
-    mount = start_mount(server, workdir / "mnt-ls")
-    try:
+    with start_mount(server, workdir / "mnt-ls") as mount:
         lrrfs = timed(lambda: subprocess.run(["ls", "-l", str(mount.path / title)],
                                              check=True, capture_output=True))  # fmt: skip
-    finally:
-        mount.unmount()
     urls = server.page_urls(arcid)
     with server.http() as http:
         direct = timed(lambda: [http.get(url).content for url in urls])
@@ -50,8 +47,7 @@ def cold_listing(server: Server, workdir: Path, title: str, arcid: str) -> tuple
 
 def archive_read(server: Server, workdir: Path, title: str, arcid: str) -> tuple[float, float]:
     """Reading the whole archive file through the mount vs a direct streamed download."""
-    mount = start_mount(server, workdir / "mnt-cat")
-    try:
+    with start_mount(server, workdir / "mnt-cat") as mount:
         path = mount.path / title / f"{title}.zip"
         size = path.stat().st_size
 
@@ -61,8 +57,6 @@ def archive_read(server: Server, workdir: Path, title: str, arcid: str) -> tuple
                     pass
 
         lrrfs = timed(read_mount)
-    finally:
-        mount.unmount()
 
     def download() -> None:
         with server.http() as http, http.stream("GET", f"/api/archives/{arcid}/download") as r:
@@ -94,8 +88,7 @@ def main() -> None:
         library = workdir / "library"
         make_archive(library / "Pages.zip", args.pages, page_bytes=PAGE_BYTES)
         make_archive(library / "Big.zip", args.big_mb // 2, page_bytes=2_000_000)
-        server = start_server(library, workdir)
-        try:
+        with start_server(library, workdir) as server:
             ids = {a["title"]: a["arcid"] for a in server.archives()}
             make_server_thumbnails(server, ids.values())
             rows = []
@@ -110,8 +103,6 @@ def main() -> None:
                              f"{mine:.0f} MB/s", f"{theirs:.0f} MB/s",
                              f"{mine / theirs:.2f}x throughput", ">= 0.85x"))  # fmt: skip
             server.clear_faults()
-        finally:
-            server.stop()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )

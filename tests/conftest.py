@@ -85,6 +85,12 @@ class Server:
         with self.http() as client:
             client.delete("/_lrrfs/requests").raise_for_status()
 
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -134,6 +140,12 @@ class Mount:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def __enter__(self) -> Mount:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.unmount()
 
     def unmount(self) -> None:
         if os.path.ismount(self.path):
@@ -209,30 +221,14 @@ def server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     """The sample library served like a current (0.9) and an old (0.7) LANraragi."""
-    running = start_server(
+    with start_server(
         sample_library, tmp_path_factory.mktemp("server"), generation=request.param
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
 def mounted(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
     """One mount of the sample library, shared by a module's read-only tests."""
-    mount = start_mount(server, tmp_path_factory.mktemp("mnt") / "lrr")
-    try:
+    with start_mount(server, tmp_path_factory.mktemp("mnt") / "lrr") as mount:
         yield mount
-    finally:
-        mount.unmount()
-
-
-@pytest.fixture
-def fresh_mount(server: Server, tmp_path: Path) -> Iterator[Mount]:
-    """A mount of its own (cold caches), for tests that count requests."""
-    mount = start_mount(server, tmp_path / "lrr")
-    try:
-        yield mount
-    finally:
-        mount.unmount()

@@ -43,16 +43,12 @@ def hostile_server(tmp_path_factory):
     with zipfile.ZipFile(library / "Empty.zip", "w") as empty:
         empty.writestr("readme.txt", "no images in here\n")
     (library / ".lrrfs-server.json").write_text(json.dumps({"archives": state}))
-    server = start_server(library, tmp_path_factory.mktemp("hostile-server"))
-    try:
+    with start_server(library, tmp_path_factory.mktemp("hostile-server")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_hostile_titles_give_valid_unique_names(hostile_server, tmp_path):
-    mount = start_mount(hostile_server, tmp_path / "lrr")
-    try:
+    with start_mount(hostile_server, tmp_path / "lrr") as mount:
         names = os.listdir(mount.path)
         assert len(names) == len(set(names)) == len(HOSTILE_TITLES) + 1
         for name in names:
@@ -70,18 +66,12 @@ def test_hostile_titles_give_valid_unique_names(hostile_server, tmp_path):
         assert sorted(titles) == sorted(server_titles)  # metadata.json shows the real title
         assert "Dup" in names  # the oldest of the duplicates keeps the plain title
         assert len([n for n in names if n.startswith("Dup [")]) == 2
-    finally:
-        mount.unmount()
-    again = start_mount(hostile_server, tmp_path / "lrr")
-    try:
+    with start_mount(hostile_server, tmp_path / "lrr") as again:
         assert sorted(os.listdir(again.path)) == sorted(names)  # stable across remounts
-    finally:
-        again.unmount()
 
 
 def test_an_archive_without_pages_is_an_empty_but_working_folder(hostile_server, tmp_path):
-    mount = start_mount(hostile_server, tmp_path / "lrr")
-    try:
+    with start_mount(hostile_server, tmp_path / "lrr") as mount:
         folder = mount.path / "Empty"
         names = sorted(os.listdir(folder))
         assert "Empty.zip" in names and "metadata.json" in names
@@ -89,27 +79,19 @@ def test_an_archive_without_pages_is_an_empty_but_working_folder(hostile_server,
         assert (folder / "Empty.zip").read_bytes() == (
             hostile_server.library / "Empty.zip"
         ).read_bytes()
-    finally:
-        mount.unmount()
 
 
 def test_a_title_cut_to_255_bytes_keeps_whole_characters(hostile_server, tmp_path):
-    mount = start_mount(hostile_server, tmp_path / "lrr")
-    try:
+    with start_mount(hostile_server, tmp_path / "lrr") as mount:
         long = [n for n in os.listdir(mount.path) if n.startswith("é")]
         assert long == ["é" * 127]  # 254 bytes: a 2-byte character does not fit in the last one
         assert [n for n in os.listdir(mount.path) if n.startswith("xxx")] == ["x" * 255]
-    finally:
-        mount.unmount()
 
 
 def test_names_from_the_server_never_escape_their_folder(hostile_server, tmp_path):
-    mount = start_mount(hostile_server, tmp_path / "lrr")
-    try:
+    with start_mount(hostile_server, tmp_path / "lrr") as mount:
         root = Path(mount.path).resolve()
         for folder in root.iterdir():
             assert folder.resolve().parent == root
             for entry in folder.iterdir():
                 assert entry.resolve().parent == folder.resolve()
-    finally:
-        mount.unmount()

@@ -35,22 +35,16 @@ def sha256_file(path) -> str:
 def large_server(tmp_path_factory):
     library = tmp_path_factory.mktemp("large")
     make_archive(library / "Big.zip", ARCHIVE_MB // 2, page_bytes=2_000_000)
-    server = start_server(library, tmp_path_factory.mktemp("large-server"))
-    try:
+    with start_server(library, tmp_path_factory.mktemp("large-server")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_rsync_of_a_large_archive_is_exact_with_flat_memory(large_server, tmp_path):
-    mount = start_mount(large_server, tmp_path / "lrr")
-    try:
+    with start_mount(large_server, tmp_path / "lrr") as mount:
         source = mount.path / "Big" / "Big.zip"
         assert source.stat().st_size > (ARCHIVE_MB - 10) * 1_000_000
         subprocess.run(["rsync", "-a", str(source), str(tmp_path / "Big.zip")], check=True)
         peak = peak_rss_mb(mount.process.pid)
-    finally:
-        mount.unmount()
     assert sha256_file(tmp_path / "Big.zip") == sha256_file(large_server.library / "Big.zip")
     assert peak < PEAK_RSS_LIMIT_MB, f"mount process peaked at {peak:.0f} MB"
 

@@ -27,11 +27,8 @@ def small_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def small_server(small_library, tmp_path):
-    running = start_server(small_library, tmp_path)
-    try:
+    with start_server(small_library, tmp_path) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def lrrfs(*args: str, key: str | None = KEY, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -105,15 +102,12 @@ def test_a_rejected_key_fails_the_mount_with_a_clear_message(small_server, tmp_p
 
 
 def test_without_a_key_everything_readable_works(small_server, tmp_path):
-    mount = start_mount(small_server, tmp_path / "lrr", key=None)
-    try:
+    with start_mount(small_server, tmp_path / "lrr", key=None) as mount:
         folder = mount.path / "Book 1"
         assert (folder / "001.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
         assert (folder / "Book 1.zip").read_bytes() == (
             small_server.library / "Book 1.zip"
         ).read_bytes()
-    finally:
-        mount.unmount()
 
 
 def test_the_key_file_and_the_key_never_show(small_server, tmp_path):
@@ -171,14 +165,11 @@ def test_new_archives_appear_and_deleted_ones_go_within_the_refresh_interval(
 
 
 def test_sigterm_unmounts_cleanly(small_server, tmp_path):
-    mount = start_mount(small_server, tmp_path / "lrr")
-    try:
+    with start_mount(small_server, tmp_path / "lrr") as mount:
         os.listdir(mount.path / "Book 2")
         mount.process.send_signal(signal.SIGTERM)
         assert mount.process.wait(20) == 0
         assert not os.path.ismount(mount.path)
-    finally:
-        mount.unmount()
 
 
 def test_a_dead_mount_is_cleared_by_the_next_mount(small_server, tmp_path):

@@ -203,14 +203,11 @@ def test_mode_bits_say_read_only_and_nothing_is_executable(mounted):
 
 def test_page_lists_are_fetched_lazily_and_sizes_need_no_page_download(server, tmp_path):
     server.clear_requests()
-    mount = start_mount(server, tmp_path / "lrr")
-    try:
+    with start_mount(server, tmp_path / "lrr") as mount:
         os.listdir(mount.path)
         made = [r["path"] for r in server.requests()]
         assert not [p for p in made if "/files" in p or "/extract" in p or "/page" in p]
         check_cold_listing_downloads_no_page(mount, server)
-    finally:
-        mount.unmount()
 
 
 def check_cold_listing_downloads_no_page(mount, server):

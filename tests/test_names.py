@@ -5,9 +5,13 @@ from lrrfs.library.names import NAME_MAX, NameRequest, assign_names, safe_name, 
 
 def valid(name: str) -> bool:
     raw = name.encode("utf-8")
-    return bool(raw) and b"/" not in raw and b"\0" not in raw and name not in (".", "..") and len(
-        raw
-    ) <= NAME_MAX
+    return (
+        bool(raw)
+        and b"/" not in raw
+        and b"\0" not in raw
+        and name not in (".", "..")
+        and len(raw) <= NAME_MAX
+    )
 
 
 def test_hostile_titles_become_valid_names():
