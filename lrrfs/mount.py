@@ -21,7 +21,7 @@ import pyfuse3
 import trio
 
 from .client import LrrClient, LrrError
-from .fs import LrrOperations
+from .fs import LrrOperations, Ownership
 from .library import Library
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ class MountOptions:
     thumbnail_wait: float = 5.0
     allow_other: bool = False
     debug_fuse: bool = False
+    read_only: bool = False  # metadata.json not editable even with a key
+    uid: int | None = None  # owner of every file (default: the mounting user)
+    gid: int | None = None
+    umask: int = 0o022
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -141,7 +145,15 @@ async def serve(options: MountOptions, ready: Ready) -> None:
     except MountError as exc:
         ready(str(exc))
         raise
-    ops = LrrOperations(library)
+    ops = LrrOperations(
+        library,
+        ownership=Ownership(
+            uid=os.getuid() if options.uid is None else options.uid,
+            gid=os.getgid() if options.gid is None else options.gid,
+            umask=options.umask,
+        ),
+        read_only=options.read_only,
+    )
     try:
         pyfuse3.init(ops, str(options.mountpoint), fuse_options(options))
     except RuntimeError as exc:

@@ -13,7 +13,8 @@ import html
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -78,6 +79,15 @@ def content_disposition_filename(raw_headers: list[tuple[bytes, bytes]]) -> str 
     return None
 
 
+@dataclass
+class ClientStats:
+    """Counters for `lrrfs status`: requests sent, failed and in flight."""
+
+    requests: int = 0
+    errors: int = 0
+    in_flight: int = 0
+
+
 class LrrClient:
     """A LANraragi server, reached over HTTP.
 
@@ -123,6 +133,7 @@ class LrrClient:
         self._limiter = trio.CapacityLimiter(connections)
         self._stream_limiter = trio.CapacityLimiter(streams)
         self._use_extract: bool | None = None  # None until the server tells
+        self.stats = ClientStats()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -170,8 +181,10 @@ class LrrClient:
                     last = attempt == attempts - 1
                     try:
                         async with self._limiter:
-                            response = await self._http.request(
-                                method, url, params=params, data=data, headers=headers
+                            response = await self._counted(
+                                self._http.request(
+                                    method, url, params=params, data=data, headers=headers
+                                )
                             )
                     except httpx.TransportError as exc:
                         if last:
@@ -187,6 +200,20 @@ class LrrClient:
         except trio.TooSlowError:
             raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
         raise AssertionError("unreachable")
+
+    async def _counted(self, request: Awaitable[httpx.Response]) -> httpx.Response:
+        self.stats.requests += 1
+        self.stats.in_flight += 1
+        try:
+            response = await request
+        except BaseException:
+            self.stats.errors += 1
+            raise
+        finally:
+            self.stats.in_flight -= 1
+        if response.status_code >= 400:
+            self.stats.errors += 1
+        return response
 
     def _raise_for_status(self, response: httpx.Response, what: str) -> None:
         status = response.status_code
@@ -367,7 +394,7 @@ class LrrClient:
         try:
             try:
                 with trio.fail_after(self.timeout):
-                    response = await self._http.send(request, stream=True)
+                    response = await self._counted(self._http.send(request, stream=True))
                     if response.status_code >= 400:
                         await response.aread()
             except trio.TooSlowError:

@@ -1,5 +1,5 @@
 """The FUSE adapter: inodes and handlers over the library model."""
 
-from .operations import LrrOperations, Timeouts
+from .operations import LrrOperations, Ownership, Timeouts
 
-__all__ = ["LrrOperations", "Timeouts"]
+__all__ = ["LrrOperations", "Ownership", "Timeouts"]

@@ -37,6 +37,18 @@ class Timeouts:
     changing: float = 1.0  # metadata.json and placeholder thumbnails
 
 
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """Who the files belong to and which mode bits are masked (like sshfs's uid/gid/umask)."""
+
+    uid: int = os.getuid()
+    gid: int = os.getgid()
+    umask: int = 0o022
+
+    def mode(self, mode: int) -> int:
+        return mode & ~self.umask
+
+
 @dataclass(slots=True)
 class DirHandle:
     names: list[str]
@@ -55,13 +67,20 @@ class LrrOperations(pyfuse3.Operations):
 
     enable_writeback_cache = False
 
-    def __init__(self, library: Library, *, timeouts: Timeouts | None = None) -> None:
+    def __init__(
+        self,
+        library: Library,
+        *,
+        timeouts: Timeouts | None = None,
+        ownership: Ownership | None = None,
+        read_only: bool = False,
+    ) -> None:
         super().__init__()
         self.library = library
         self.timeouts = timeouts or Timeouts()
+        self.ownership = ownership or Ownership()
+        self.read_only = read_only
         self.inodes = InodeTable()
-        self._uid = os.getuid()
-        self._gid = os.getgid()
         self._handles = count(1)
         self._dirs: dict[int, DirHandle] = {}
         self._files: dict[int, FileHandle] = {}
@@ -123,9 +142,10 @@ class LrrOperations(pyfuse3.Operations):
             attr.st_size, changing = await self._size_of(node)
             attr.st_mode, attr.st_nlink = FILE_MODE, 1
             attr.st_blocks = (attr.st_size + 511) // 512
+        attr.st_mode = self.ownership.mode(attr.st_mode)
         timeout = self.timeouts.changing if changing else self.timeouts.entry
         attr.entry_timeout = attr.attr_timeout = timeout
-        attr.st_uid, attr.st_gid = self._uid, self._gid
+        attr.st_uid, attr.st_gid = self.ownership.uid, self.ownership.gid
         attr.st_blksize = BLOCK_SIZE
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime * 1_000_000_000
         return attr

@@ -183,6 +183,11 @@ class Library:
     def __len__(self) -> int:
         return len(self._archives)
 
+    @property
+    def cache_usage(self) -> tuple[int, int]:
+        """Bytes of pages held in memory, and the most it may hold."""
+        return int(self._pages.currsize), int(self._pages.maxsize)
+
     def find(self, name: str) -> Archive | None:
         arcid = self._by_name.get(name)
         return None if arcid is None else self._archives[arcid]
