@@ -412,6 +412,36 @@ class LrrClient:
     def _release(self, token: object) -> Callable[[], None]:
         return lambda: self._stream_limiter.release_on_behalf_of(token)
 
+    # -- writing --------------------------------------------------------------
+
+    async def update_metadata(
+        self, arcid: str, *, title: str, tags: list[str], summary: str | None
+    ) -> None:
+        """Set title, tags and (where the server keeps one) summary, always together:
+        a PUT without tags clears them on real servers."""
+        what = f"metadata update of {arcid}"
+        form = {"title": title, "tags": ",".join(tags)}
+        if summary is not None:
+            form["summary"] = summary
+        url = self.api_url(f"/api/archives/{arcid}/metadata")
+        response = await self._send("PUT", url, what=what, data=form)
+        self._check_success(response, what)
+
+    async def set_isnew(self, arcid: str, isnew: bool) -> None:
+        """Set (PUT, 0.9 only) or clear (DELETE) the archive's "new" flag."""
+        what = f"{'setting' if isnew else 'clearing'} the new flag of {arcid}"
+        url = self.api_url(f"/api/archives/{arcid}/isnew")
+        response = await self._send("PUT" if isnew else "DELETE", url, what=what)
+        if isnew and response.status_code in (404, 405):
+            raise ServerError(f"{what}: this server cannot mark an archive new again", 404)
+        self._check_success(response, what)
+
+    def _check_success(self, response: httpx.Response, what: str) -> None:
+        self._raise_for_status(response, what)
+        body = self._json(response, what)
+        if not isinstance(body, dict) or body.get("success") not in (1, "1", True):
+            raise ServerError(f"{what}: {error_message(response)}", response.status_code)
+
     async def download_range(self, arcid: str, start: int, end: int) -> tuple[bytes, int]:
         """Bytes `start..end` (inclusive) of the archive file, and the file's total size."""
         stream = await self.open_download(arcid, start, end)
