@@ -88,7 +88,7 @@ async def _connect(options: MountOptions) -> tuple[LrrClient, Library]:
         timeout=options.timeout,
         thumbnail_wait=options.thumbnail_wait,
     )
-    library = Library(client, cache_bytes=options.cache_bytes)
+    library = Library(client, cache_bytes=options.cache_bytes, read_only=options.read_only)
     try:
         info = await library.connect()
     except LrrError as exc:
@@ -152,7 +152,6 @@ async def serve(options: MountOptions, ready: Ready) -> None:
             gid=os.getgid() if options.gid is None else options.gid,
             umask=options.umask,
         ),
-        read_only=options.read_only,
     )
     try:
         pyfuse3.init(ops, str(options.mountpoint), fuse_options(options))

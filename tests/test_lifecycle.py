@@ -6,6 +6,7 @@ import base64
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -105,6 +106,15 @@ def test_without_a_key_everything_readable_works(small_server, tmp_path):
     with start_mount(small_server, tmp_path / "lrr", key=None) as mount:
         folder = mount.path / "Book 1"
         assert (folder / "001.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+        # Nothing can be saved without a key, and the mode bits say so.
+        assert stat.S_IMODE(os.stat(mount.path).st_mode) == 0o555
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o555
+        assert stat.S_IMODE((folder / "metadata.json").stat().st_mode) == 0o444
+        with pytest.raises(PermissionError):
+            (folder / "metadata.json").write_text("{}")
+        with pytest.raises(PermissionError):
+            (folder / "scratch.txt").write_text("x")
+        assert "saving needs the server's API key" in mount.log_text()
         assert (folder / "Book 1.zip").read_bytes() == (
             small_server.library / "Book 1.zip"
         ).read_bytes()

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import pytest
 from PIL import Image
 
 from lrrfs.library.names import safe_name
@@ -185,20 +186,22 @@ def test_metadata_json_shows_the_servers_metadata(mounted, server):
         assert isinstance(shown["pagecount"], int)
 
 
-def test_mode_bits_say_read_only_and_nothing_is_executable(mounted):
-    assert stat.S_IMODE(os.stat(mounted.path).st_mode) == 0o555
+def test_mode_bits_say_the_truth_and_nothing_is_executable(mounted):
+    """With an API key only metadata.json (and folders, for editors' files) is writable."""
+    assert stat.S_IMODE(os.stat(mounted.path).st_mode) == 0o755
     for folder in mounted.path.iterdir():
-        assert stat.S_IMODE(folder.stat().st_mode) == 0o555
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
         for path in folder.iterdir():
             mode = path.stat().st_mode
-            assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o444, path
-    some_file = next(next(mounted.path.iterdir()).iterdir())
-    for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC):
-        try:
-            os.close(os.open(some_file, flags))
-        except PermissionError:
+            expected = 0o644 if path.name == "metadata.json" else 0o444
+            assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == expected, path
+    folder = next(mounted.path.iterdir())
+    for name in os.listdir(folder):
+        if name == "metadata.json":
             continue
-        raise AssertionError(f"opened {some_file} with flags {flags}")
+        for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC):
+            with pytest.raises(PermissionError):
+                os.close(os.open(folder / name, flags))
 
 
 def test_page_lists_are_fetched_lazily_and_sizes_need_no_page_download(server, tmp_path):

@@ -95,7 +95,8 @@ class ArchiveMeta:
             isnew=_bool(obj.get("isnew")),
             pagecount=_int(obj.get("pagecount") or 0, "pagecount"),
             progress=_int(obj.get("progress") or 0, "progress"),
-            summary=_optional_str(obj, "summary"),
+            # null on old entries of servers that keep summaries; absent on 0.7
+            summary=(_optional_str(obj, "summary") or "") if "summary" in obj else None,
             filename=_optional_str(obj, "filename"),
             extension=_optional_str(obj, "extension"),
             size=size,

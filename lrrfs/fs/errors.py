@@ -17,6 +17,7 @@ from typing import ParamSpec, TypeVar
 import pyfuse3
 
 from ..client import AuthRejected, LrrError, NotFound
+from ..library.editing import EditConflict, EditError, EditNotAllowed, EditTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +25,18 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def errno_for(exc: LrrError) -> int:
-    if isinstance(exc, AuthRejected):
+def errno_for(exc: LrrError | EditError) -> int:
+    """EINVAL for bad content, EACCES for auth, EIO for the server (and the rest)."""
+    if isinstance(exc, AuthRejected | EditNotAllowed):
         return errno.EACCES
     if isinstance(exc, NotFound):
         return errno.ENOENT
+    if isinstance(exc, EditTooLarge):
+        return errno.EFBIG
+    if isinstance(exc, EditConflict):
+        return errno.EBUSY
+    if isinstance(exc, EditError):
+        return errno.EINVAL
     return errno.EIO
 
 
@@ -41,7 +49,7 @@ def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
             return await handler(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except LrrError as exc:
+        except (LrrError, EditError) as exc:
             code = errno_for(exc)
             level = logging.DEBUG if code == errno.ENOENT else logging.WARNING
             log.log(level, "%s: %s", handler.__name__, exc)

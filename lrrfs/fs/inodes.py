@@ -19,7 +19,8 @@ class Kind(IntEnum):
     PAGE = 2
     THUMBNAIL = 3
     ARCHIVE_FILE = 4  # the original archive file
-    METADATA = 5
+    METADATA = 5  # index: generation (a new inode after a rename away or a revert)
+    SCRATCH = 6  # an editor's temporary file; index: its number
 
 
 class Node(NamedTuple):
@@ -55,3 +56,11 @@ class InodeTable:
 
     def node(self, inode: int) -> Node | None:
         return self._nodes.get(inode)
+
+    def rebind(self, inode: int, node: Node) -> None:
+        """The file behind `inode` is now `node` (a rename): the kernel keeps the inode."""
+        old = self._nodes.get(inode)
+        if old is not None and self._inodes.get(old) == inode:
+            del self._inodes[old]
+        self._nodes[inode] = node
+        self._inodes[node] = inode

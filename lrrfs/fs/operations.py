@@ -2,6 +2,11 @@
 
 Handlers stay small: they map names to nodes, ask the library, and turn
 answers into attributes and bytes. Errors are mapped in `errors.py`.
+
+Only `metadata.json` and editors' scratch files can be written, and only when
+the mount can save (an API key, not read-only). A save happens when the
+written text is complete: on flush, fsync or close of a written file, or when
+a file is renamed onto metadata.json.
 """
 
 from __future__ import annotations
@@ -16,17 +21,20 @@ from itertools import count
 import pyfuse3
 import trio
 
+from ..client import LrrError
 from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Changes, Library
+from ..library.editing import EditError
 from . import invalidate
-from .errors import fuse_errors
+from .errors import errno_for, fuse_errors
 from .inodes import ROOT, InodeTable, Kind, Node
+from .scratch import ScratchFile, ScratchFiles
 
 log = logging.getLogger(__name__)
 
-DIR_MODE = stat.S_IFDIR | 0o555
-FILE_MODE = stat.S_IFREG | 0o444
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 BLOCK_SIZE = 128 * 1024
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +42,8 @@ class Timeouts:
     """How long the kernel may trust what it was told (seconds)."""
 
     entry: float = 60.0  # names and attributes of things that do not change
-    changing: float = 1.0  # metadata.json and placeholder thumbnails
+    changing: float = 1.0  # placeholder thumbnails
+    editable: float = 0.0  # metadata.json and scratch files: their size changes under writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +67,13 @@ class DirHandle:
 @dataclass(slots=True)
 class FileHandle:
     node: Node
-    snapshot: bytes | None = None  # metadata.json and thumbnail: what this open reads
+    snapshot: bytes | None = None  # thumbnail: what this open reads
     reader: ArchiveReader | None = None
+    wrote: bool = False  # metadata.json written through this handle since its last save
 
 
 class LrrOperations(pyfuse3.Operations):
-    """A LANraragi library as a read-only folder tree."""
+    """A LANraragi library as a folder tree."""
 
     enable_writeback_cache = False
 
@@ -73,14 +83,14 @@ class LrrOperations(pyfuse3.Operations):
         *,
         timeouts: Timeouts | None = None,
         ownership: Ownership | None = None,
-        read_only: bool = False,
     ) -> None:
         super().__init__()
         self.library = library
         self.timeouts = timeouts or Timeouts()
         self.ownership = ownership or Ownership()
-        self.read_only = read_only
         self.inodes = InodeTable()
+        self.scratch = ScratchFiles()
+        self._generations: dict[str, int] = {}  # arcid -> metadata.json's generation
         self._handles = count(1)
         self._dirs: dict[int, DirHandle] = {}
         self._files: dict[int, FileHandle] = {}
@@ -99,6 +109,22 @@ class LrrOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
 
+    def _metadata_node(self, arcid: str) -> Node:
+        return Node(Kind.METADATA, arcid, self._generations.get(arcid, 0))
+
+    def _new_metadata_node(self, arcid: str) -> Node:
+        """metadata.json gets a new inode: the old one was renamed away or deleted."""
+        self._generations[arcid] = self._generations.get(arcid, 0) + 1
+        return self._metadata_node(arcid)
+
+    def _archive_folder(self, inode: int) -> str:
+        """The arcid of an archive folder, for operations that change its content."""
+        node = self._node(inode)
+        if node.kind is not Kind.ARCHIVE:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        self.library.get(node.arcid)
+        return node.arcid
+
     async def _child(self, parent: Node, name: str) -> Node | None:
         if parent.kind is Kind.ROOT:
             archive = self.library.find(name)
@@ -108,9 +134,12 @@ class LrrOperations(pyfuse3.Operations):
         arcid = parent.arcid
         self.library.get(arcid)
         if name == METADATA_NAME:
-            return Node(Kind.METADATA, arcid)
+            return self._metadata_node(arcid)
         if name == THUMBNAIL_NAME:
             return Node(Kind.THUMBNAIL, arcid)
+        scratch = self.scratch.find(arcid, name)
+        if scratch is not None:
+            return Node(Kind.SCRATCH, arcid, scratch.number)
         found = await self.library.find_page(arcid, name)
         if found is not None:
             return Node(Kind.PAGE, arcid, found[0])
@@ -118,36 +147,49 @@ class LrrOperations(pyfuse3.Operations):
             return Node(Kind.ARCHIVE_FILE, arcid)
         return None
 
-    async def _size_of(self, node: Node) -> tuple[int, bool]:
-        """The node's exact size, and whether it may change soon."""
-        library = self.library
+    async def _size_of(self, node: Node) -> tuple[int, float]:
+        """The node's exact size, and how long the kernel may trust it."""
+        library, timeouts = self.library, self.timeouts
         if node.kind is Kind.PAGE:
-            return (await library.pages(node.arcid))[node.index].size, False
+            return (await library.pages(node.arcid))[node.index].size, timeouts.entry
         if node.kind is Kind.THUMBNAIL:
             data = await library.thumbnail(node.arcid)
-            return len(data), library.thumbnail_is_placeholder(node.arcid)
+            placeholder = library.thumbnail_is_placeholder(node.arcid)
+            return len(data), timeouts.changing if placeholder else timeouts.entry
         if node.kind is Kind.ARCHIVE_FILE:
-            return (await library.archive_file(node.arcid)).size, False
+            return (await library.archive_file(node.arcid)).size, timeouts.entry
         if node.kind is Kind.METADATA:
-            return len(library.get(node.arcid).metadata_json), True
-        return 0, False
+            return len(library.get(node.arcid).metadata_json), timeouts.editable
+        if node.kind is Kind.SCRATCH:
+            return len(self.scratch.get(node.index).data), timeouts.editable
+        return 0, timeouts.entry
+
+    def _mode(self, node: Node) -> int:
+        writable = self.library.editable
+        if node.is_dir:
+            return stat.S_IFDIR | (0o755 if writable else 0o555)
+        if node.kind is Kind.SCRATCH:
+            return stat.S_IFREG | self.scratch.get(node.index).mode
+        if node.kind is Kind.METADATA and writable:
+            return stat.S_IFREG | 0o644
+        return stat.S_IFREG | 0o444
 
     async def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = self.inodes.inode(node)
-        mtime = self.library.get(node.arcid).mtime if node.arcid else 0
-        if node.is_dir:
-            attr.st_mode, attr.st_nlink, changing = DIR_MODE, 2, False
-        else:
-            attr.st_size, changing = await self._size_of(node)
-            attr.st_mode, attr.st_nlink = FILE_MODE, 1
+        mtime_ns = self.library.get(node.arcid).mtime * 1_000_000_000 if node.arcid else 0
+        timeout = self.timeouts.entry
+        attr.st_nlink = 2 if node.is_dir else 1
+        if not node.is_dir:
+            attr.st_size, timeout = await self._size_of(node)
             attr.st_blocks = (attr.st_size + 511) // 512
-        attr.st_mode = self.ownership.mode(attr.st_mode)
-        timeout = self.timeouts.changing if changing else self.timeouts.entry
+        if node.kind is Kind.SCRATCH:
+            mtime_ns = self.scratch.get(node.index).mtime_ns
+        attr.st_mode = self.ownership.mode(self._mode(node))
         attr.entry_timeout = attr.attr_timeout = timeout
         attr.st_uid, attr.st_gid = self.ownership.uid, self.ownership.gid
         attr.st_blksize = BLOCK_SIZE
-        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime * 1_000_000_000
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime_ns
         return attr
 
     # -- lookups and listings ------------------------------------------------------
@@ -207,7 +249,9 @@ class LrrOperations(pyfuse3.Operations):
             pages = await library.pages(arcid)
         entries = {page.name: Node(Kind.PAGE, arcid, i) for i, page in enumerate(pages)}
         entries.update(optional)
-        entries[METADATA_NAME] = Node(Kind.METADATA, arcid)
+        for name, scratch in self.scratch.names(arcid):
+            entries[name] = Node(Kind.SCRATCH, arcid, scratch.number)
+        entries[METADATA_NAME] = self._metadata_node(arcid)
         names = sorted(entries)
         return names, [entries[name] for name in names]
 
@@ -227,25 +271,31 @@ class LrrOperations(pyfuse3.Operations):
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
 
-    # -- files --------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self._node(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        if flags & WRITE_FLAGS:
-            raise pyfuse3.FUSEError(errno.EACCES)
         handle = FileHandle(node)
         keep_cache = True
-        if node.kind is Kind.METADATA:
-            handle.snapshot = self.library.get(node.arcid).metadata_json
+        if flags & WRITE_FLAGS:
+            self._check_writable(node)
             keep_cache = False
+            if flags & os.O_TRUNC:
+                self._truncate(node, 0)
+                handle.wrote = True
         elif node.kind is Kind.THUMBNAIL:
             handle.snapshot = await self.library.thumbnail(node.arcid)
             keep_cache = not self.library.thumbnail_is_placeholder(node.arcid)
         elif node.kind is Kind.ARCHIVE_FILE:
             handle.reader = await self.library.open_archive(node.arcid)
+        if node.kind in (Kind.METADATA, Kind.SCRATCH):
+            keep_cache = False
+        return self._file_info(handle, keep_cache)
+
+    def _file_info(self, handle: FileHandle, keep_cache: bool) -> pyfuse3.FileInfo:
         fh = next(self._handles)
         self._files[fh] = handle
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
@@ -253,18 +303,19 @@ class LrrOperations(pyfuse3.Operations):
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._files[fh]
+        node = handle.node
         if handle.snapshot is not None:
             return handle.snapshot[off : off + size]
         if handle.reader is not None:
             return await handle.reader.read(off, size)
-        data = await self.library.page_data(handle.node.arcid, handle.node.index)
+        if node.kind is Kind.METADATA:
+            archive = self.library.get(node.arcid)
+            archive.document.note_read(archive.meta)
+            return archive.metadata_json[off : off + size]
+        if node.kind is Kind.SCRATCH:
+            return bytes(self.scratch.get(node.index).data[off : off + size])
+        data = await self.library.page_data(node.arcid, node.index)
         return data[off : off + size]
-
-    @fuse_errors
-    async def release(self, fh: int) -> None:
-        handle = self._files.pop(fh, None)
-        if handle is not None and handle.reader is not None:
-            await handle.reader.aclose()
 
     async def close_idle_streams(self, idle_seconds: float) -> None:
         for handle in list(self._files.values()):
@@ -279,7 +330,271 @@ class LrrOperations(pyfuse3.Operations):
         data.f_namemax = 255
         return data
 
+    # -- writing ------------------------------------------------------------------
+
+    def _check_writable(self, node: Node) -> None:
+        if node.kind is Kind.SCRATCH:
+            return
+        if node.kind is not Kind.METADATA:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        if not self.library.editable:
+            archive = self.library.get(node.arcid)
+            reason = (
+                "the mount is read-only"
+                if self.library.read_only
+                else ("saving needs the server's API key (--api-key-file or LRR_API_KEY)")
+            )
+            log.warning("%s/metadata.json cannot be written: %s", archive.name, reason)
+            raise pyfuse3.FUSEError(errno.EACCES)
+
+    def _truncate(self, node: Node, size: int) -> None:
+        if node.kind is Kind.SCRATCH:
+            self.scratch.truncate(self.scratch.get(node.index), size)
+            return
+        archive = self.library.get(node.arcid)
+        try:
+            archive.document.truncate(archive.meta, size)
+        except EditError as exc:
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+
+    @fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self._files[fh]
+        node = handle.node
+        self._check_writable(node)
+        if node.kind is Kind.SCRATCH:
+            self.scratch.write(self.scratch.get(node.index), off, buf)
+            return len(buf)
+        archive = self.library.get(node.arcid)
+        try:
+            archive.document.write(archive.meta, off, buf)
+        except EditError as exc:
+            log.error("%s/metadata.json: %s", archive.name, exc)
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        handle.wrote = True
+        return len(buf)
+
+    @fuse_errors
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        arcid = self._archive_folder(parent_inode)
+        text = name.decode("utf-8", "surrogateescape")
+        existing = await self._child(self._node(parent_inode), text)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise pyfuse3.FUSEError(errno.EEXIST)
+            info = await self.open(self.inodes.inode(existing), flags, ctx)
+            return info, await self._attributes(existing)
+        if not self.library.editable:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        scratch = self.scratch.create(arcid, text, mode)
+        node = Node(Kind.SCRATCH, arcid, scratch.number)
+        info = self._file_info(FileHandle(node), keep_cache=False)
+        return info, await self._attributes(node)
+
+    @fuse_errors
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        if fields.update_size:
+            self._check_writable(node)
+            self._truncate(node, attr.st_size)
+            if fh is not None and fh in self._files:
+                self._files[fh].wrote = True
+            elif node.kind is Kind.METADATA:
+                await self._save(node.arcid)  # `truncate FILE`: no handle, no later close
+        if fields.update_mode and node.kind is Kind.SCRATCH:
+            self.scratch.get(node.index).mode = stat.S_IMODE(attr.st_mode) & 0o666
+        # Owner, times and other modes: accepted and ignored (editors copy them over).
+        return await self._attributes(node)
+
+    def _finished_text(self, handle: FileHandle) -> bool:
+        """Whether metadata.json written through `handle` holds text ready to save.
+
+        An empty text is an unfinished save: `echo > f` flushes before it writes,
+        `truncate -s 0 f` comes before the write that fills it.
+        """
+        if not handle.wrote or handle.node.kind is not Kind.METADATA:
+            return False
+        archive = self.library.get(handle.node.arcid)
+        return archive.document.dirty and bool(archive.metadata_json.strip())
+
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        handle = self._files.get(fh)
+        if handle is not None and self._finished_text(handle):
+            await self._save_from(handle)
+
+    @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        handle = self._files.get(fh)
+        if handle is not None and handle.wrote and handle.node.kind is Kind.METADATA:
+            await self._save_from(handle)  # an empty text fails here: fsync asks for it saved
+
+    @fuse_errors
+    async def release(self, fh: int) -> None:
+        handle = self._files.pop(fh, None)
+        if handle is None:
+            return
+        if handle.reader is not None:
+            await handle.reader.aclose()
+        if self._finished_text(handle):
+            await self._save_from(handle)  # the error reaches nobody, but it is logged
+
+    async def _save_from(self, handle: FileHandle) -> None:
+        handle.wrote = False
+        await self._save(handle.node.arcid)
+
+    async def _save(self, arcid: str) -> None:
+        """Save metadata.json's text to the server; log why not, and fail the call."""
+        archive = self.library.get(arcid)
+        title = archive.meta.title
+        try:
+            changes = await self.library.save_metadata(arcid)
+        except (EditError, LrrError) as exc:
+            log.error("saving metadata.json of %r failed: %s", title, exc)
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        log.info("saved metadata.json of %r", title)
+        self._background(self._forget_metadata(arcid, changes))
+
+    async def _forget_metadata(self, arcid: str, changes: Changes) -> None:
+        await self.apply_changes(changes)
+        inode = self.inodes.known(self._metadata_node(arcid))
+        if inode is not None:
+            await invalidate.forget_attributes(inode)
+
+    # -- names --------------------------------------------------------------------
+
+    @fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        arcid = self._archive_folder(parent_inode)
+        text = name.decode("utf-8", "surrogateescape")
+        scratch = self.scratch.find(arcid, text)
+        if scratch is not None:
+            self.scratch.remove(scratch)
+        elif text == METADATA_NAME and self.library.editable:
+            # Reverting: the draft is dropped and metadata.json shows the server's version.
+            archive = self.library.get(arcid)
+            if archive.document.has_draft:
+                log.info("%s/metadata.json: unsaved text discarded", archive.name)
+            archive.document.saved()
+            self._new_metadata_node(arcid)
+        else:
+            raise pyfuse3.FUSEError(errno.EACCES)
+
+    @fuse_errors
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        if flags & RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        old = name_old.decode("utf-8", "surrogateescape")
+        new = name_new.decode("utf-8", "surrogateescape")
+        if parent_inode_old == parent_inode_new == pyfuse3.ROOT_INODE:
+            await self._retitle(old, new)
+            return
+        arcid = self._archive_folder(parent_inode_old)
+        if self._archive_folder(parent_inode_new) != arcid:
+            raise pyfuse3.FUSEError(errno.EXDEV)
+        if not self.library.editable:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        target = await self._child(self._node(parent_inode_new), new)
+        if target is not None and flags & RENAME_NOREPLACE:
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        source = await self._child(self._node(parent_inode_old), old)
+        if source is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if target is not None and target.kind not in (Kind.SCRATCH, Kind.METADATA):
+            raise pyfuse3.FUSEError(errno.EACCES)
+        if source.kind is Kind.SCRATCH and new == METADATA_NAME:
+            await self._save_renamed(source)
+        elif source.kind is Kind.SCRATCH:
+            self.scratch.rename(self.scratch.get(source.index), new)
+        elif source.kind is Kind.METADATA:
+            self._rename_metadata_away(source, new)
+        else:
+            raise pyfuse3.FUSEError(errno.EACCES)
+
+    async def _save_renamed(self, source: Node) -> None:
+        """A file renamed onto metadata.json (sed -i, gedit, os.replace): a save."""
+        scratch = self.scratch.get(source.index)
+        archive = self.library.get(source.arcid)
+        try:
+            archive.document.replace(archive.meta, bytes(scratch.data))
+        except EditError as exc:
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        await self._save(source.arcid)  # on failure the text stays as metadata.json's draft
+        self.scratch.remove(scratch)
+        self.inodes.rebind(self.inodes.inode(source), self._new_metadata_node(source.arcid))
+
+    def _rename_metadata_away(self, source: Node, new: str) -> None:
+        """metadata.json renamed (vim's backup): its inode becomes a scratch file with its
+        text; a fresh metadata.json takes its place. Nothing changes on the server."""
+        archive = self.library.get(source.arcid)
+        existing = self.scratch.find(source.arcid, new)
+        if existing is not None:
+            self.scratch.remove(existing)
+        scratch = self.scratch.create(source.arcid, new, 0o644, archive.metadata_json)
+        self.inodes.rebind(
+            self.inodes.inode(source), Node(Kind.SCRATCH, source.arcid, scratch.number)
+        )
+        self._new_metadata_node(source.arcid)
+
+    async def _retitle(self, old: str, new: str) -> None:
+        """`mv "Old Title" "New Title"` at the root sets the archive's title."""
+        archive = self.library.find(old)
+        if archive is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if self.library.find(new) is not None:
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        try:
+            changes = await self.library.set_title(archive.arcid, new)
+        except (EditError, LrrError) as exc:
+            log.error("renaming %r to %r failed: %s", archive.meta.title, new, exc)
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        log.info("retitled %r as %r", old, new)
+        self._background(self._forget_metadata(archive.arcid, changes))
+
+    @fuse_errors
+    async def mkdir(self, parent_inode, name, mode, ctx):  # type: ignore[no-untyped-def]
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    @fuse_errors
+    async def rmdir(self, parent_inode, name, ctx):  # type: ignore[no-untyped-def]
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    @fuse_errors
+    async def symlink(self, parent_inode, name, target, ctx):  # type: ignore[no-untyped-def]
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    @fuse_errors
+    async def link(self, inode, new_parent_inode, new_name, ctx):  # type: ignore[no-untyped-def]
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    @fuse_errors
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):  # type: ignore[no-untyped-def]
+        raise pyfuse3.FUSEError(errno.EACCES)
+
     # -- following the server ------------------------------------------------------
+
+    def _background(self, job) -> None:  # type: ignore[no-untyped-def]
+        if self._nursery is not None:
+            self._nursery.start_soon(lambda: job)
+        else:
+            job.close()
 
     async def apply_changes(self, changes: Changes) -> None:
         """Drop what the kernel cached of names and files that changed on the server."""
@@ -289,11 +604,14 @@ class LrrOperations(pyfuse3.Operations):
         for _arcid, old_name, _new in changes.renamed:
             await invalidate.forget_entry(root, old_name)
         for arcid in changes.updated:
-            inode = self.inodes.known(Node(Kind.METADATA, arcid))
+            inode = self.inodes.known(self._metadata_node(arcid))
             if inode is not None:
                 await invalidate.forget_attributes(inode)
 
     def _thumbnail_changed(self, arcid: str) -> None:
         inode = self.inodes.known(Node(Kind.THUMBNAIL, arcid))
-        if inode is not None and self._nursery is not None:
-            self._nursery.start_soon(invalidate.forget_attributes, inode)
+        if inode is not None:
+            self._background(invalidate.forget_attributes(inode))
+
+
+__all__ = ["LrrOperations", "Ownership", "ScratchFile", "Timeouts"]

@@ -17,7 +17,7 @@ import trio
 from cachetools import LRUCache
 
 from ..client import ArchiveMeta, BadResponse, LrrClient, LrrError, NotFound, PageRef, ServerInfo
-from .metadata import render_metadata
+from .editing import Edit, EditNotAllowed, MetadataDocument, merge, parse_document
 from .names import NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
 from .reader import ArchiveReader
@@ -64,7 +64,7 @@ class Archive:
     pages: list[Page] | None = None
     page_index: dict[str, int] | None = None
     file: ArchiveFile | None = None
-    _metadata_json: bytes | None = None
+    document: MetadataDocument = field(default_factory=MetadataDocument)
 
     @property
     def arcid(self) -> str:
@@ -72,9 +72,8 @@ class Archive:
 
     @property
     def metadata_json(self) -> bytes:
-        if self._metadata_json is None:
-            self._metadata_json = render_metadata(self.meta)
-        return self._metadata_json
+        """What metadata.json shows: the server's metadata, or the user's draft."""
+        return self.document.content(self.meta)
 
     @property
     def mtime(self) -> int:
@@ -112,8 +111,10 @@ class Library:
         cache_bytes: int = 256 << 20,
         thumbnail_cache_bytes: int = 64 << 20,
         placeholder_retry: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         self.client = client
+        self.read_only = read_only
         self.info: ServerInfo | None = None
         self._archives: dict[str, Archive] = {}
         self._by_name: dict[str, str] = {}
@@ -139,7 +140,9 @@ class Library:
 
     async def refresh(self) -> Changes:
         """Fetch the archive list and apply it; names stay put unless titles change."""
-        metas = {meta.arcid: meta for meta in await self.client.archives()}
+        return self._apply({meta.arcid: meta for meta in await self.client.archives()})
+
+    def _apply(self, metas: dict[str, ArchiveMeta]) -> Changes:
         previous = {arcid: (a.meta.title, a.name) for arcid, a in self._archives.items()}
         requests = (NameRequest(m.arcid, m.title, m.date_added or 0) for m in metas.values())
         names = assign_names(requests, previous)
@@ -173,7 +176,56 @@ class Library:
         ):
             archive.file = None
         archive.meta = meta
-        archive._metadata_json = None
+
+    # -- editing ----------------------------------------------------------------
+
+    @property
+    def editable(self) -> bool:
+        return self.client.has_key and not self.read_only
+
+    def _check_editable(self, archive: Archive) -> None:
+        if self.read_only:
+            raise EditNotAllowed(f"{archive.name}: the mount is read-only")
+        if not self.client.has_key:
+            raise EditNotAllowed(
+                f"{archive.name}: saving needs the server's API key "
+                "(mount with --api-key-file FILE or LRR_API_KEY)"
+            )
+
+    async def save_metadata(self, arcid: str) -> Changes:
+        """Apply the archive's metadata.json draft to the server.
+
+        On success the draft is gone and metadata.json shows the server's
+        canonical values; on failure the draft stays, and the error says why.
+        """
+        archive = self.get(arcid)
+        document = archive.document
+        document.dirty = False
+        self._check_editable(archive)
+        edit = parse_document(document.content(archive.meta))
+        changes = await self._apply_edit(archive, edit, document.base)
+        document.saved()
+        return changes
+
+    async def set_title(self, arcid: str, title: str) -> Changes:
+        """A folder renamed at the root: its new name is the archive's new title."""
+        archive = self.get(arcid)
+        self._check_editable(archive)
+        return await self._apply_edit(archive, Edit(title=title), None)
+
+    async def _apply_edit(self, archive: Archive, edit: Edit, base: ArchiveMeta | None) -> Changes:
+        current = await self.client.metadata(archive.arcid)
+        change = merge(base or current, edit, current)
+        if change is not None and change.sends_metadata:
+            await self.client.update_metadata(
+                archive.arcid, title=change.title, tags=list(change.tags), summary=change.summary
+            )
+        if change is not None and change.isnew is not None:
+            await self.client.set_isnew(archive.arcid, change.isnew)
+        fresh = await self.client.metadata(archive.arcid)
+        metas = {arcid: a.meta for arcid, a in self._archives.items()}
+        metas[archive.arcid] = fresh
+        return self._apply(metas)
 
     @property
     def names(self) -> list[str]:
@@ -183,7 +235,6 @@ class Library:
     def __len__(self) -> int:
         return len(self._archives)
 
-    @property
     def cache_usage(self) -> tuple[int, int]:
         """Bytes of pages held in memory, and the most it may hold."""
         return int(self._pages.currsize), int(self._pages.maxsize)
