@@ -164,6 +164,15 @@ class Mount:
                     self.process.wait()
 
 
+def wait_for(condition, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
 def is_live_mount(path: Path) -> bool:
     """A mount that answers (a dead FUSE mount still looks like a mount point)."""
     try:

@@ -22,6 +22,7 @@ ESCAPES = re.compile(rb"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-Za-z
 class Terminal:
     def __init__(self, argv: Sequence[str], cwd: Path, *, columns: int = 100, rows: int = 30):
         self.output = bytearray()
+        self._mark = 0  # where in the transcript the next wait_for starts looking
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the program, in a terminal of a known size
             os.chdir(cwd)
@@ -39,12 +40,13 @@ class Terminal:
                 self.output += os.read(self.fd, 65536)
 
     def wait_for(self, text: str, timeout: float = 20.0) -> None:
+        """Wait until `text` shows after what the previous wait found."""
         deadline = time.monotonic() + timeout
-        start = len(self.text)
-        while text not in self.text[max(0, start - len(text)) :]:
+        while (found := self.text.find(text, self._mark)) < 0:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{text!r} did not show; screen so far:\n{self.text[-2000:]}")
             self._read(0.1)
+        self._mark = found + len(text)
 
     def type(self, keys: str | bytes, pause: float = 0.05) -> None:
         os.write(self.fd, keys.encode() if isinstance(keys, str) else keys)

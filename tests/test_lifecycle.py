@@ -15,7 +15,7 @@ import pytest
 
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import KEY, PYTHON, mount_env, start_mount, start_server
+from .conftest import KEY, PYTHON, mount_env, start_mount, start_server, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +54,6 @@ def processes_serving(mountpoint: Path) -> list[int]:
             if str(mountpoint).encode() in cmdline.split(b"\0"):
                 found.append(int(entry.name))
     return found
-
-
-def wait_for(condition, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def test_mount_returns_once_mounted_and_umount_ends_it(small_server, tmp_path):

@@ -70,6 +70,8 @@ class FileHandle:
     snapshot: bytes | None = None  # thumbnail: what this open reads
     reader: ArchiveReader | None = None
     wrote: bool = False  # metadata.json written through this handle since its last save
+    failed: int = 0  # errno of a refused write: the text is incomplete, so no save
+    pinned: bool = False  # an open scratch file: the folder keeps its name meanwhile
 
 
 class LrrOperations(pyfuse3.Operations):
@@ -293,11 +295,18 @@ class LrrOperations(pyfuse3.Operations):
             handle.reader = await self.library.open_archive(node.arcid)
         if node.kind in (Kind.METADATA, Kind.SCRATCH):
             keep_cache = False
-        return self._file_info(handle, keep_cache)
+        return self._file_info(handle, keep_cache, pin=node.kind is Kind.SCRATCH)
 
-    def _file_info(self, handle: FileHandle, keep_cache: bool) -> pyfuse3.FileInfo:
+    def _file_info(
+        self, handle: FileHandle, keep_cache: bool, pin: bool = False
+    ) -> pyfuse3.FileInfo:
+        """Register an open file. An editor's open scratch file (vim's swap file) pins
+        the folder's name, so that the paths the editor holds keep working."""
         fh = next(self._handles)
         self._files[fh] = handle
+        if pin:
+            handle.pinned = True
+            self.library.pin(handle.node.arcid)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
 
     @fuse_errors
@@ -369,8 +378,9 @@ class LrrOperations(pyfuse3.Operations):
         try:
             archive.document.write(archive.meta, off, buf)
         except EditError as exc:
-            log.error("%s/metadata.json: %s", archive.name, exc)
-            raise pyfuse3.FUSEError(errno_for(exc)) from None
+            log.error("saving metadata.json of %r failed: %s", archive.meta.title, exc)
+            handle.failed = errno_for(exc)
+            raise pyfuse3.FUSEError(handle.failed) from None
         handle.wrote = True
         return len(buf)
 
@@ -390,7 +400,7 @@ class LrrOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EACCES)
         scratch = self.scratch.create(arcid, text, mode)
         node = Node(Kind.SCRATCH, arcid, scratch.number)
-        info = self._file_info(FileHandle(node), keep_cache=False)
+        info = self._file_info(FileHandle(node), keep_cache=False, pin=True)
         return info, await self._attributes(node)
 
     @fuse_errors
@@ -421,6 +431,8 @@ class LrrOperations(pyfuse3.Operations):
         An empty text is an unfinished save: `echo > f` flushes before it writes,
         `truncate -s 0 f` comes before the write that fills it.
         """
+        if handle.failed:
+            raise pyfuse3.FUSEError(handle.failed)
         if not handle.wrote or handle.node.kind is not Kind.METADATA:
             return False
         archive = self.library.get(handle.node.arcid)
@@ -435,6 +447,8 @@ class LrrOperations(pyfuse3.Operations):
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._files.get(fh)
+        if handle is not None and handle.failed:
+            raise pyfuse3.FUSEError(handle.failed)
         if handle is not None and handle.wrote and handle.node.kind is Kind.METADATA:
             await self._save_from(handle)  # an empty text fails here: fsync asks for it saved
 
@@ -445,8 +459,12 @@ class LrrOperations(pyfuse3.Operations):
             return
         if handle.reader is not None:
             await handle.reader.aclose()
-        if self._finished_text(handle):
-            await self._save_from(handle)  # the error reaches nobody, but it is logged
+        try:
+            if not handle.failed and self._finished_text(handle):
+                await self._save_from(handle)  # the error reaches nobody, but it is logged
+        finally:
+            if handle.pinned:
+                self._background(self.apply_changes(self.library.unpin(handle.node.arcid)))
 
     async def _save_from(self, handle: FileHandle) -> None:
         handle.wrote = False
@@ -484,8 +502,9 @@ class LrrOperations(pyfuse3.Operations):
             archive = self.library.get(arcid)
             if archive.document.has_draft:
                 log.info("%s/metadata.json: unsaved text discarded", archive.name)
-            archive.document.saved()
             self._new_metadata_node(arcid)
+            changes = await self.library.revert_metadata(arcid)
+            self._background(self.apply_changes(changes))
         else:
             raise pyfuse3.FUSEError(errno.EACCES)
 

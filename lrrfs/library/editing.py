@@ -154,7 +154,7 @@ def merge(base: ArchiveMeta, edit: Edit, current: ArchiveMeta) -> MetadataChange
         if theirs != read:
             raise EditConflict(
                 f'"{field}" was changed on the server since you read it (now {theirs!r}); '
-                "re-open metadata.json to see the server's version"
+                "delete metadata.json (rm) to see the server's version, then edit again"
             )
         changed[field] = mine
     if not changed:

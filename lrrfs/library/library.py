@@ -17,7 +17,7 @@ import trio
 from cachetools import LRUCache
 
 from ..client import ArchiveMeta, BadResponse, LrrClient, LrrError, NotFound, PageRef, ServerInfo
-from .editing import Edit, EditNotAllowed, MetadataDocument, merge, parse_document
+from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
 from .names import NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
 from .reader import ArchiveReader
@@ -61,6 +61,7 @@ class Archive:
 
     meta: ArchiveMeta
     name: str
+    named_for: str = ""  # the title the folder name was made from
     pages: list[Page] | None = None
     page_index: dict[str, int] | None = None
     file: ArchiveFile | None = None
@@ -118,6 +119,7 @@ class Library:
         self.info: ServerInfo | None = None
         self._archives: dict[str, Archive] = {}
         self._by_name: dict[str, str] = {}
+        self._pinned: dict[str, int] = {}  # arcid -> open editors: its folder keeps its name
         self._sorted_names: list[str] = []
         self._pages: LRUCache[tuple[str, int], bytes] = LRUCache(cache_bytes, getsizeof=len)
         self._thumbs: LRUCache[str, _Thumb] = LRUCache(
@@ -143,7 +145,10 @@ class Library:
         return self._apply({meta.arcid: meta for meta in await self.client.archives()})
 
     def _apply(self, metas: dict[str, ArchiveMeta]) -> Changes:
-        previous = {arcid: (a.meta.title, a.name) for arcid, a in self._archives.items()}
+        previous = {arcid: (a.named_for, a.name) for arcid, a in self._archives.items()}
+        for arcid in self._pinned:
+            if arcid in metas and arcid in previous:  # keeps its name whatever its title
+                previous[arcid] = (metas[arcid].title, previous[arcid][1])
         requests = (NameRequest(m.arcid, m.title, m.date_added or 0) for m in metas.values())
         names = assign_names(requests, previous)
         changes = Changes()
@@ -154,12 +159,14 @@ class Library:
         for arcid, meta in metas.items():
             archive = self._archives.get(arcid)
             if archive is None:
-                self._archives[arcid] = Archive(meta, names[arcid])
+                self._archives[arcid] = Archive(meta, names[arcid], meta.title)
                 changes.added.append(arcid)
                 continue
             if archive.name != names[arcid]:
                 changes.renamed.append((arcid, archive.name, names[arcid]))
                 archive.name = names[arcid]
+            if arcid not in self._pinned:
+                archive.named_for = meta.title
             if archive.meta != meta:
                 self._update_meta(archive, meta)
                 changes.updated.append(arcid)
@@ -215,16 +222,28 @@ class Library:
 
     async def _apply_edit(self, archive: Archive, edit: Edit, base: ArchiveMeta | None) -> Changes:
         current = await self.client.metadata(archive.arcid)
-        change = merge(base or current, edit, current)
+        try:
+            change = merge(base or current, edit, current)
+        except EditConflict:
+            self._apply_one(archive, current)  # show the server's version from now on
+            raise
         if change is not None and change.sends_metadata:
             await self.client.update_metadata(
                 archive.arcid, title=change.title, tags=list(change.tags), summary=change.summary
             )
         if change is not None and change.isnew is not None:
             await self.client.set_isnew(archive.arcid, change.isnew)
-        fresh = await self.client.metadata(archive.arcid)
+        return self._apply_one(archive, await self.client.metadata(archive.arcid))
+
+    async def revert_metadata(self, arcid: str) -> Changes:
+        """Drop the draft; metadata.json shows the server's version, fetched anew."""
+        archive = self.get(arcid)
+        archive.document.saved()
+        return self._apply_one(archive, await self.client.metadata(arcid))
+
+    def _apply_one(self, archive: Archive, meta: ArchiveMeta) -> Changes:
         metas = {arcid: a.meta for arcid, a in self._archives.items()}
-        metas[archive.arcid] = fresh
+        metas[archive.arcid] = meta
         return self._apply(metas)
 
     @property
@@ -242,6 +261,20 @@ class Library:
     def find(self, name: str) -> Archive | None:
         arcid = self._by_name.get(name)
         return None if arcid is None else self._archives[arcid]
+
+    def pin(self, arcid: str) -> None:
+        """An editor works in the archive's folder: its name must not move under it
+        (vim deletes its swap file by path when it quits)."""
+        self._pinned[arcid] = self._pinned.get(arcid, 0) + 1
+
+    def unpin(self, arcid: str) -> Changes:
+        """The last editor left: the folder takes the name its title asks for."""
+        count = self._pinned.get(arcid, 0) - 1
+        if count > 0:
+            self._pinned[arcid] = count
+            return Changes()
+        self._pinned.pop(arcid, None)
+        return self._apply({a: archive.meta for a, archive in self._archives.items()})
 
     def get(self, arcid: str) -> Archive:
         archive = self._archives.get(arcid)
