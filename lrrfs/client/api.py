@@ -31,6 +31,7 @@ from .errors import (
     ServerUnreachable,
 )
 from .models import ARCID_RE, ArchiveMeta, DownloadInfo, PageRef, ServerInfo, Thumbnail
+from .ranges import Endpoint, JobAborted, RangeJob, RangePool
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,11 @@ class LrrClient:
         self._stream_limiter = trio.CapacityLimiter(streams)
         self._use_extract: bool | None = None  # None until the server tells
         self.stats = ClientStats()
+        auth = {k: v for k, v in headers.items() if k == "Authorization"}
+        self._ranges = RangePool(Endpoint.from_url(base_url, auth, timeout, verify), streams)
 
     async def aclose(self) -> None:
+        self._ranges.close()
         await self._http.aclose()
 
     # -- plumbing -------------------------------------------------------------
@@ -408,6 +412,19 @@ class LrrClient:
                 await response.aclose()
             self._stream_limiter.release_on_behalf_of(token)
             raise
+
+    def read_range(self, arcid: str, start: int, buffer: memoryview, total: int) -> RangeJob:
+        """Start filling `buffer` with the archive file's bytes from `start`, in a worker
+        thread; the file must be `total` bytes long. Give the job back with `forget_range`."""
+        if not ARCID_RE.fullmatch(arcid):
+            raise NotFound(f"{arcid!r} is not an archive id")
+        self.stats.requests += 1
+        return self._ranges.submit(arcid, start, buffer, total)
+
+    def forget_range(self, job: RangeJob) -> None:
+        self._ranges.forget(job)
+        if job.error is not None and not isinstance(job.error, JobAborted):
+            self.stats.errors += 1
 
     def _release(self, token: object) -> Callable[[], None]:
         return lambda: self._stream_limiter.release_on_behalf_of(token)

@@ -20,7 +20,7 @@ from ..client import ArchiveMeta, BadResponse, LrrClient, LrrError, NotFound, Pa
 from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
 from .names import NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
-from .reader import ArchiveReader
+from .reader import ArchiveReader, BufferPool
 from .singleflight import SingleFlight
 from .zipindex import (
     TAIL_BYTES,
@@ -128,6 +128,7 @@ class Library:
         self._thumb_sizes: dict[str, int] = {}
         self._placeholder_retry = placeholder_retry
         self._flights: SingleFlight[object] = SingleFlight()
+        self._buffers = BufferPool()
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
 
     # -- the index --------------------------------------------------------------
@@ -447,7 +448,7 @@ class Library:
 
     async def open_archive(self, arcid: str) -> ArchiveReader:
         file = await self.archive_file(arcid)
-        return ArchiveReader(self.client, arcid, file.size)
+        return ArchiveReader(self.client, arcid, file.size, self._buffers)
 
 
 def archive_file_name(name: str) -> str:

@@ -1,123 +1,192 @@
-"""Reading an archive file through HTTP Range requests, streamed.
+"""Reading an archive file: a read-ahead window of parallel Range requests.
 
-One open file keeps one streaming response that follows sequential reads, so
-`cat` or `rsync` costs one request, not one per 128 KiB. The kernel may send
-reads slightly out of order (readahead runs several at once), so the last few
-MiB stay buffered behind the stream and a short jump forward reads through
-instead of reconnecting. Memory per open file is bounded by those windows,
-whatever the archive's size.
+Each read is served from "parts": buffers being filled by Range requests (in
+the client's worker threads) for consecutive stretches of the file. Sequential
+reads double the window of bytes asked for ahead of the reader, up to
+`MAX_AHEAD`, cut into parts of at most `MAX_PART`, so that two or three
+requests are in flight at once (as mountpoint-s3 and rclone do); a jump
+elsewhere gives up the parts that no longer matter and starts small again, so
+random reads (zipfile, a viewer seeking) cost one small request each.
+
+Memory per open file is bounded by the window (and all readers together by
+the buffer pool's budget, beyond which no read-ahead is asked for), whatever
+the archive's size.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import trio
 
-from ..client import BadResponse, DownloadStream, LrrClient, ServerUnreachable
+from ..client import LrrClient, LrrError, ServerUnreachable
+from ..client.ranges import RangeJob
 
 log = logging.getLogger(__name__)
 
-BACKLOG = 4 << 20  # bytes kept behind the stream position
-MAX_SKIP = 4 << 20  # a forward jump shorter than this reads through
-RECONNECTS = 2  # a stream cut mid-body is reopened where it stopped, this often
+MIN_PART = 256 << 10  # the smallest request: a random read costs about this much
+MAX_PART = 8 << 20  # the largest request; parts this size are pooled
+MAX_AHEAD = 16 << 20  # bytes asked for beyond the read position, at most
+BACKLOG = 2 << 20  # bytes kept behind the read position: the kernel's reads may cross
+READ_BUDGET = 96 << 20  # read-ahead buffers of all open files together
+POOLED = 4  # idle MAX_PART buffers kept for reuse (a fresh one costs page faults)
+
+
+class BufferPool:
+    """Part buffers for all readers: reuses the big ones, counts what is in use."""
+
+    def __init__(self, budget: int = READ_BUDGET, keep: int = POOLED) -> None:
+        self.budget = budget
+        self.in_use = 0
+        self._keep = keep
+        self._free: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        self.in_use += size
+        if size > MAX_PART // 2:
+            return self._free.pop() if self._free else bytearray(MAX_PART)
+        return bytearray(size)
+
+    def give(self, buffer: bytearray, size: int, reusable: bool) -> None:
+        """`reusable`: nothing writes into it any more (its transfer has ended)."""
+        self.in_use -= size
+        if reusable and len(buffer) == MAX_PART and len(self._free) < self._keep:
+            self._free.append(buffer)
+
+    def room_for(self, size: int) -> bool:
+        return self.in_use + size <= self.budget
+
+
+@dataclass(eq=False, slots=True)
+class _Part:
+    """Bytes `start ..< end` of the file, arriving in `buffer` through `job`."""
+
+    start: int
+    size: int
+    buffer: bytearray
+    job: RangeJob
+    users: int = 0  # reads waiting on it or slicing it
+    dropped: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
 
 
 class ArchiveReader:
     """Random-access reads of one archive file of known `size`."""
 
-    def __init__(self, client: LrrClient, arcid: str, size: int) -> None:
+    def __init__(self, client: LrrClient, arcid: str, size: int, buffers: BufferPool) -> None:
         self._client = client
         self._arcid = arcid
         self.size = size
-        self._lock = trio.Lock()
-        self._stream: DownloadStream | None = None
-        self._chunks: AsyncIterator[bytes] | None = None
-        self._buffer = bytearray()  # the bytes [self._buffer_start, self._position)
-        self._buffer_start = 0
-        self._position = 0
+        self._buffers = buffers
+        self._parts: list[_Part] = []  # consecutive, in file order
+        self._ahead = 0  # the read-ahead window, in bytes
+        self._expected = -1  # where a sequential read would start
         self.last_used = trio.current_time()
 
-    async def read(self, offset: int, length: int) -> bytes:
+    async def read(self, offset: int, length: int) -> bytes | memoryview:
+        """The file's bytes `offset ..< offset + length` (fewer at its end)."""
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
-        async with self._lock:
-            self.last_used = trio.current_time()
-            buffered = self._buffer_start <= offset and end <= self._position
-            reachable = self._buffer_start <= offset <= self._position + MAX_SKIP
-            if not buffered and not (reachable and self._stream):
-                await self._restart(offset)
-            await self._fill(end)
-            start = offset - self._buffer_start
-            with memoryview(self._buffer) as view:
-                data = bytes(view[start : start + end - offset])
-            self._trim(keep_from=offset)
-            return data
+        self.last_used = trio.current_time()
+        self._steer(offset, end)
+        parts = [part for part in self._parts if part.start < end and part.end > offset]
+        for part in parts:
+            part.users += 1
+        try:
+            await self._wait(parts, end)
+            return self._slice(parts, offset, end)
+        finally:
+            for part in parts:
+                part.users -= 1
+                if part.dropped and not part.users:
+                    self._release(part)
 
     async def aclose(self) -> None:
-        async with self._lock:
-            await self._close_stream()
+        self._drop(list(self._parts))
 
     async def close_if_idle(self, idle_seconds: float) -> None:
-        """Give back the connection of a file left open but unread."""
-        if self._stream and trio.current_time() - self.last_used > idle_seconds:
-            await self.aclose()
+        """Give back the buffers and connections of a file left open but unread."""
+        if self._parts and trio.current_time() - self.last_used > idle_seconds:
+            self._drop(list(self._parts))
 
-    async def _restart(self, offset: int) -> None:
-        await self._close_stream()
-        self._buffer.clear()
-        self._buffer_start = self._position = offset
+    # -- the window ---------------------------------------------------------------
 
-    async def _open_stream(self) -> None:
-        stream = await self._client.open_download(self._arcid, self._position)
-        if stream.total != self.size:
-            await stream.aclose()
-            raise BadResponse(
-                f"archive {self._arcid} is {stream.total} bytes on the server, "
-                f"not {self.size}: it changed; it will show anew after the next refresh"
-            )
-        self._stream, self._chunks = stream, stream.chunks()
+    def _steer(self, offset: int, end: int) -> None:
+        """Move the window to the read: keep what still matters, ask for what is missing."""
+        sequential = offset == self._expected
+        self._expected = end
+        first = self._parts[0].start if self._parts else -1
+        last = self._parts[-1].end if self._parts else -1
+        if not first <= offset <= last:
+            self._drop(list(self._parts))  # a jump: nothing asked for is of use
+            self._ahead = 0
+        if sequential:
+            self._ahead = min(MAX_AHEAD, max(MIN_PART, self._ahead * 2))
+        self._drop([part for part in self._parts if part.end <= offset - BACKLOG])
+        self._ask(offset, end)
 
-    async def _close_stream(self) -> None:
-        stream, self._stream, self._chunks = self._stream, None, None
-        if stream is not None:
-            await stream.aclose()
+    def _ask(self, offset: int, end: int) -> None:
+        """Parts up to `end` whatever the budget; then up to the window, within it."""
+        position = self._parts[-1].end if self._parts else offset
+        while position < end:
+            position = self._add(position, min(MAX_PART, max(MIN_PART, end - position)))
+        horizon = min(self.size, end + self._ahead)
+        size = min(MAX_PART, max(MIN_PART, self._ahead))
+        while position < horizon and self._buffers.room_for(size):
+            position = self._add(position, size)
 
-    async def _fill(self, end: int) -> None:
-        """Read the stream until the buffer reaches `end`, reconnecting if it breaks."""
+    def _add(self, start: int, size: int) -> int:
+        size = min(size, self.size - start)
+        buffer = self._buffers.take(size)
+        view = memoryview(buffer)[:size]
+        job = self._client.read_range(self._arcid, start, view, self.size)
+        self._parts.append(_Part(start, size, buffer, job))
+        return start + size
+
+    def _drop(self, parts: list[_Part]) -> None:
+        for part in parts:
+            self._parts.remove(part)
+            part.dropped = True
+            if not part.users:  # a read still waiting on it keeps it going
+                part.job.abort()
+                self._release(part)
+
+    def _release(self, part: _Part) -> None:
+        # A buffer a worker may still write into is never reused.
+        self._buffers.give(part.buffer, part.size, reusable=part.job.done)
+        self._client.forget_range(part.job)
+
+    # -- serving a read -----------------------------------------------------------
+
+    async def _wait(self, parts: list[_Part], end: int) -> None:
+        timeout = self._client.timeout
         try:
-            with trio.fail_after(self._client.timeout):
-                await self._fill_unbounded(end)
+            with trio.fail_after(timeout):
+                for part in parts:
+                    await part.job.wait(min(end, part.end) - part.start)
         except trio.TooSlowError:
-            await self._close_stream()
+            self._drop([part for part in parts if not part.dropped])
             raise ServerUnreachable(
-                f"download of {self._arcid}: no data for {self._client.timeout:g} s"
+                f"download of {self._arcid}: no data for {timeout:g} s"
             ) from None
+        except LrrError:
+            self._drop(list(self._parts))  # ask afresh next time
+            raise
 
-    async def _fill_unbounded(self, end: int) -> None:
-        failures = 0
-        while self._position < end:
-            try:
-                if self._chunks is None:
-                    await self._open_stream()
-                assert self._chunks is not None
-                chunk = await anext(self._chunks, None)
-                if chunk is None:
-                    raise ServerUnreachable(f"download of {self._arcid}: the body ended early")
-            except ServerUnreachable as exc:
-                await self._close_stream()
-                failures += 1
-                if failures > RECONNECTS:
-                    raise
-                log.info("%s; reconnecting at byte %d", exc, self._position)
-                continue
-            self._buffer += chunk
-            self._position += len(chunk)
-
-    def _trim(self, keep_from: int) -> None:
-        excess = min(keep_from, self._position - BACKLOG) - self._buffer_start
-        if excess > 0:
-            del self._buffer[:excess]
-            self._buffer_start += excess
+    @staticmethod
+    def _slice(parts: list[_Part], offset: int, end: int) -> bytes | memoryview:
+        if len(parts) == 1 and not parts[0].dropped:
+            # No copy: pyfuse3 replies with these bytes before any other task
+            # runs, so before the buffer could be reused.
+            part = parts[0]
+            return memoryview(part.buffer)[offset - part.start : end - part.start]
+        pieces = []
+        for part in parts:
+            lo, hi = max(offset, part.start), min(end, part.end)
+            pieces.append(bytes(memoryview(part.buffer)[lo - part.start : hi - part.start]))
+        return b"".join(pieces)

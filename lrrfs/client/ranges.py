@@ -1,0 +1,333 @@
+"""Archive bytes over blocking HTTP/1.1 Range requests, moved in worker threads.
+
+Streaming the archive file through httpx on the trio thread costs most of a
+core in body parsing and deadlines per 64 KiB. Here a few worker threads send
+plain `http.client` Range requests and `readinto` the body straight into a
+buffer the caller owns (socket reads release the GIL); the trio thread only
+learns how far each buffer is filled and hands out slices.
+
+The same rules hold as for every other request: the API key travels only in
+the Authorization header, redirects are never followed, https is verified,
+the number of requests in flight is bounded (the worker pool is the gate), and
+every wait has a deadline (socket timeouts here, `trio.fail_after` in the
+caller). A body must be exactly the asked-for range of a file of the expected
+length, or the job fails: wrong bytes are never handed out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import queue
+import re
+import socket
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import trio
+
+from .errors import (
+    AuthRejected,
+    BadResponse,
+    Locked,
+    LrrError,
+    NotFound,
+    ServerError,
+    ServerUnreachable,
+)
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 << 10  # bytes per readinto: how often the trio side can see progress
+RECONNECTS = 2  # a body cut mid-way is asked for again from where it stopped, this often
+ERROR_BODY_LIMIT = 4096
+CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+class JobAborted(LrrError):
+    """The reader gave the job up (it moved elsewhere, or the file was closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to send Range requests: from the client's base URL and key."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str
+    headers: tuple[tuple[str, str], ...]  # Authorization when there is a key
+    timeout: float
+    verify: bool
+
+    @classmethod
+    def from_url(
+        cls, base_url: str, headers: dict[str, str], timeout: float, verify: bool
+    ) -> Endpoint:
+        parts = urlsplit(base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(
+            parts.scheme,
+            parts.hostname or "",
+            port,
+            parts.path.rstrip("/"),
+            tuple(headers.items()),
+            timeout,
+            verify,
+        )
+
+    def connect(self) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            context = ssl.create_default_context()
+            if not self.verify:  # only when the user asked for it
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=context
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+
+class RangeJob:
+    """Bytes `start ..< start + len(buffer)` of an archive file of `total` bytes, arriving.
+
+    Fields written by the worker thread (`filled`, `error`, `done`) are read by
+    the trio thread; waiters live on the trio thread only.
+    """
+
+    def __init__(
+        self, arcid: str, start: int, buffer: memoryview, total: int, token: trio.lowlevel.TrioToken
+    ) -> None:
+        self.arcid = arcid
+        self.start = start
+        self.buffer = buffer
+        self.total = total
+        self.filled = 0
+        self.error: LrrError | None = None
+        self.done = False
+        self._token = token
+        self._waiters: list[tuple[int, trio.Event]] = []
+        self._aborted = False
+        self._sock: socket.socket | None = None
+        self.what = f"download of {arcid}"
+
+    @property
+    def length(self) -> int:
+        return len(self.buffer)
+
+    async def wait(self, upto: int) -> None:
+        """Until the first `upto` bytes are in; raises the job's error if they never come.
+
+        No deadline of its own: the caller bounds it.
+        """
+        while self.filled < upto and not self.done:
+            event = trio.Event()
+            self._waiters.append((upto, event))
+            # Re-check after registering: the worker reads `_waiters` after it
+            # advances `filled`, so one of the two sides sees the other.
+            if self.filled >= upto or self.done:
+                self._waiters.remove((upto, event))
+                break
+            await event.wait()
+        if self.filled < upto:
+            raise self.error or JobAborted(f"{self.what}: given up")
+
+    def abort(self) -> None:
+        """Give the job up: a worker blocked in a read returns at once (trio thread)."""
+        self._aborted = True
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    # -- the worker's side ------------------------------------------------------
+
+    def advanced(self, count: int) -> None:
+        self.filled += count
+        if self._waiters:
+            self._notify()
+
+    def finish(self, error: LrrError | None) -> None:
+        self.error = error
+        self.done = True
+        self._notify()
+
+    def _notify(self) -> None:
+        with contextlib.suppress(trio.RunFinishedError):  # the mount is gone: nobody waits
+            self._token.run_sync_soon(self._wake)
+
+    def _wake(self) -> None:
+        still = []
+        for upto, event in self._waiters:
+            if self.filled >= upto or self.done:
+                event.set()
+            else:
+                still.append((upto, event))
+        self._waiters = still
+
+
+class RangePool:
+    """Worker threads and keep-alive connections for Range requests to one server."""
+
+    def __init__(self, endpoint: Endpoint, workers: int) -> None:
+        self._endpoint = endpoint
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="lrrfs-range")
+        self._idle: queue.SimpleQueue[http.client.HTTPConnection] = queue.SimpleQueue()
+        self._jobs: set[RangeJob] = set()
+
+    def submit(self, arcid: str, start: int, buffer: memoryview, total: int) -> RangeJob:
+        """Start filling `buffer` from byte `start`; call on the trio thread."""
+        job = RangeJob(arcid, start, buffer, total, trio.lowlevel.current_trio_token())
+        self._jobs.add(job)
+        self._executor.submit(self._run, job)
+        return job
+
+    def forget(self, job: RangeJob) -> None:
+        """The job's owner is done with it (trio thread)."""
+        self._jobs.discard(job)
+
+    def close(self) -> None:
+        for job in list(self._jobs):
+            job.abort()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        while not self._idle.empty():
+            self._idle.get_nowait().close()
+
+    # -- in a worker thread -----------------------------------------------------
+
+    def _run(self, job: RangeJob) -> None:
+        failures = 0
+        error: LrrError | None = None
+        while job.filled < job.length and error is None:
+            if job.aborted:
+                error = JobAborted(f"{job.what}: given up")
+                break
+            conn, reused = self._connection()
+            before = job.filled
+            try:
+                if self._transfer(conn, job):
+                    self._idle.put(conn)
+                else:
+                    conn.close()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if job.aborted or (reused and job.filled == before):
+                    continue  # a kept-alive connection the server had closed: no failure
+                failures += 1
+                reason = f"{job.what}: {type(exc).__name__}: {exc}".rstrip(": ")
+                if failures > RECONNECTS:
+                    error = ServerUnreachable(reason)
+                else:
+                    log.info("%s; asking again from byte %d", reason, job.start + job.filled)
+            except LrrError as exc:
+                conn.close()
+                error = exc
+            except BaseException as exc:  # never leave a waiter hanging
+                conn.close()
+                error = LrrError(f"{job.what}: internal error: {exc!r}")
+            finally:
+                job._sock = None
+        job.finish(error)
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle kept-alive connection (True), or a new one (False)."""
+        try:
+            return self._idle.get_nowait(), True
+        except queue.Empty:
+            return self._endpoint.connect(), False
+
+    def _transfer(self, conn: http.client.HTTPConnection, job: RangeJob) -> bool:
+        """One request for what the job still lacks; raises on any mismatch.
+
+        Returns whether the connection can serve another request.
+        """
+        first = job.start + job.filled
+        last = job.start + job.length - 1
+        endpoint = self._endpoint
+        conn.putrequest(
+            "GET",
+            f"{endpoint.prefix}/api/archives/{job.arcid}/download",
+            skip_accept_encoding=True,
+        )
+        conn.putheader("Range", f"bytes={first}-{last}")
+        conn.putheader("Accept-Encoding", "identity")
+        for name, value in endpoint.headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        job._sock = conn.sock
+        if job.aborted:  # aborted between the check and now: the socket was not shut yet
+            raise ConnectionAbortedError("given up")
+        response = conn.getresponse()
+        skip = self._check_response(response, job, first, last)
+        self._discard(response, skip)
+        self._read_body(response, job, last - first + 1)
+        # A whole file sent for a range (status 200) still has its rest unread.
+        return response.isclosed() and not response.will_close
+
+    def _check_response(
+        self, response: http.client.HTTPResponse, job: RangeJob, first: int, last: int
+    ) -> int:
+        """The bytes to skip before `first` (a server that ignores Range sends it all)."""
+        status = response.status
+        if status == 206:
+            match = CONTENT_RANGE_RE.fullmatch(response.getheader("Content-Range", ""))
+            if not match:
+                raise BadResponse(f"{job.what}: 206 without a Content-Range")
+            start, end, total = (int(group) for group in match.groups())
+            self._check_total(job, total)
+            if (start, end) != (first, last) or response.length != last - first + 1:
+                raise BadResponse(f"{job.what}: the server sent the wrong range")
+            return 0
+        if status == 200:
+            self._check_total(job, response.length)
+            return first
+        body = response.read(ERROR_BODY_LIMIT) if status >= 400 else b""
+        raise _status_error(job.what, status, response.reason, body)
+
+    @staticmethod
+    def _check_total(job: RangeJob, total: int | None) -> None:
+        if total != job.total:
+            raise BadResponse(
+                f"archive {job.arcid} is {total} bytes on the server, not {job.total}: "
+                "it changed; it will show anew after the next refresh"
+            )
+
+    @staticmethod
+    def _discard(response: http.client.HTTPResponse, count: int) -> None:
+        scratch = memoryview(bytearray(min(count, CHUNK) or 1))
+        while count > 0:
+            got = response.readinto(scratch[: min(count, len(scratch))])
+            if not got:
+                raise http.client.IncompleteRead(b"")
+            count -= got
+
+    @staticmethod
+    def _read_body(response: http.client.HTTPResponse, job: RangeJob, count: int) -> None:
+        view = job.buffer
+        while count > 0:
+            offset = job.filled
+            got = response.readinto(view[offset : offset + min(count, CHUNK)])
+            if not got:
+                raise http.client.IncompleteRead(b"", count)
+            count -= got
+            job.advanced(got)
+
+
+def _status_error(what: str, status: int, reason: str, body: bytes) -> LrrError:
+    if status in (401, 403):
+        return AuthRejected(f"{what}: the server refused the request (HTTP {status})")
+    if status == 404:
+        return NotFound(f"{what}: HTTP 404")
+    if status == 423:
+        return Locked(f"{what}: HTTP 423 {reason}", status)
+    if status >= 400:
+        detail = body.decode("utf-8", "replace").strip()[:200]
+        return ServerError(f"{what}: HTTP {status} {reason} {detail}".rstrip(), status)
+    return BadResponse(f"{what}: unexpected HTTP {status} (redirects are not followed)")
