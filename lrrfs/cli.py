@@ -68,6 +68,22 @@ def positive(text: str) -> float:
     return value
 
 
+SIZE_UNITS = {"": 1 << 20, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """A size in bytes from `512M`, `4G`, `1.5T`, `100K` or a plain number of MiB."""
+    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = raw[-1:] if raw[-1:] in SIZE_UNITS else ""
+    try:
+        value = float(raw[: len(raw) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4G, 500M)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return int(value * SIZE_UNITS[unit])
+
+
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="the LANraragi server, e.g. http://nas:3000")
     parser.add_argument("mountpoint", type=Path, help="an empty folder to mount on")
@@ -94,11 +110,25 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="longest wait for the server before a file call fails with EIO (default 30)",
     )
     parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="folder of the disk cache; each server gets a subfolder "
+        "(default $XDG_CACHE_HOME/lrrfs, i.e. ~/.cache/lrrfs)",
+    )
+    parser.add_argument(
         "--cache-size",
-        type=positive,
-        default=256,
-        metavar="MIB",
-        help="memory for cached pages, in MiB (default 256)",
+        type=byte_size,
+        default=4 << 30,
+        metavar="SIZE",
+        help="most disk space for cached pages, thumbnails and lists of one server, "
+        "e.g. 500M, 20G; 0 turns the disk cache off (default 4G)",
+    )
+    parser.add_argument(
+        "--memory-cache",
+        type=byte_size,
+        default=64 << 20,
+        metavar="SIZE",
+        help="memory for pages read lately, e.g. 64M (default 64M)",
     )
     parser.add_argument(
         "--thumbnail-wait",
@@ -126,7 +156,9 @@ def mount_options(args: argparse.Namespace) -> MountOptions:
         api_key=read_api_key(args.api_key_file),
         refresh_interval=args.refresh_interval,
         timeout=args.timeout,
-        cache_bytes=int(args.cache_size * (1 << 20)),
+        cache_bytes=args.memory_cache,
+        disk_cache_bytes=args.cache_size,
+        cache_dir=args.cache_dir.absolute() if args.cache_dir else None,
         thumbnail_wait=args.thumbnail_wait,
         allow_other=args.allow_other,
         debug_fuse=args.debug_fuse,

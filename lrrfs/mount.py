@@ -23,6 +23,7 @@ import trio
 from .client import LrrClient, LrrError
 from .fs import LrrOperations, Ownership
 from .library import Library
+from .library.diskcache import DiskCache, default_cache_root, server_folder_name
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ class MountOptions:
     api_key: str | None = None
     refresh_interval: float = 60.0
     timeout: float = 30.0
-    cache_bytes: int = 256 << 20
+    cache_bytes: int = 64 << 20  # pages in memory
+    disk_cache_bytes: int = 4 << 30  # pages, thumbnails, page lists, the index on disk; 0: none
+    cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/lrrfs; one subfolder per server
     thumbnail_wait: float = 5.0
     allow_other: bool = False
     debug_fuse: bool = False
@@ -88,11 +91,18 @@ async def _connect(options: MountOptions) -> tuple[LrrClient, Library]:
         timeout=options.timeout,
         thumbnail_wait=options.thumbnail_wait,
     )
-    library = Library(client, cache_bytes=options.cache_bytes, read_only=options.read_only)
+    library = Library(
+        client,
+        cache_bytes=options.cache_bytes,
+        read_only=options.read_only,
+        disk=open_disk_cache(options),
+    )
     try:
         info = await library.connect()
     except LrrError as exc:
         await client.aclose()
+        if library.disk is not None:
+            library.disk.close()
         raise MountError(f"cannot mount {options.url}: {exc}") from None
     log.info(
         "connected to %s %s at %s: %d archives",
@@ -104,10 +114,25 @@ async def _connect(options: MountOptions) -> tuple[LrrClient, Library]:
     return client, library
 
 
+def open_disk_cache(options: MountOptions) -> DiskCache | None:
+    if options.disk_cache_bytes <= 0:
+        return None
+    root = (options.cache_dir or default_cache_root()) / server_folder_name(options.url)
+    try:
+        return DiskCache(root, options.disk_cache_bytes)
+    except OSError as exc:
+        log.warning("no disk cache: cannot use %s: %s", root, exc.strerror)
+        return None
+
+
 async def _follow_server(library: Library, ops: LrrOperations, interval: float) -> None:
-    """Refresh the archive list every `interval` seconds and tell the kernel what changed."""
+    """Refresh the archive list every `interval` seconds and tell the kernel what changed.
+
+    An archive list from the disk cache is refreshed at once."""
+    delay = 0.0 if library.index_from_cache else interval
     while True:
-        await trio.sleep(interval)
+        await trio.sleep(delay)
+        delay = interval
         try:
             changes = await library.refresh()
         except LrrError as exc:
@@ -172,6 +197,8 @@ async def serve(options: MountOptions, ready: Ready) -> None:
     finally:
         pyfuse3.close(unmount=True)
         await client.aclose()
+        if library.disk is not None:
+            library.disk.close()  # queued writes reach the disk
         log.info("unmounted %s", options.mountpoint)
 
 

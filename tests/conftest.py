@@ -198,6 +198,8 @@ def start_mount(
 ) -> Mount:
     mountpoint.mkdir(parents=True, exist_ok=True)
     log = mountpoint.parent / f"{mountpoint.name}.log"
+    if "--cache-dir" not in args:  # each mount its own disk cache, never the user's
+        args = (*args, "--cache-dir", str(mountpoint.parent / f"{mountpoint.name}.cache"))
     command = [
         PYTHON, "-m", "lrrfs", "mount", server.url, str(mountpoint), "-f",
         "--refresh-interval", "2", "--timeout", "20", *args,

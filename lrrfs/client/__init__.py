@@ -1,6 +1,6 @@
 """The LANraragi HTTP client: knows the server's API, nothing of FUSE."""
 
-from .api import DownloadStream, LrrClient
+from .api import DownloadStream, LrrClient, parse_archives
 from .errors import (
     AuthRejected,
     BadResponse,
@@ -27,4 +27,5 @@ __all__ = [
     "ServerInfo",
     "ServerUnreachable",
     "Thumbnail",
+    "parse_archives",
 ]

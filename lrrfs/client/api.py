@@ -80,6 +80,24 @@ def content_disposition_filename(raw_headers: list[tuple[bytes, bytes]]) -> str 
     return None
 
 
+def parse_archives(body: bytes) -> list[ArchiveMeta]:
+    """The archives of a `GET /api/archives` body; malformed entries are skipped."""
+    what = "archive list"
+    try:
+        entries = json.loads(body)
+    except ValueError:
+        raise BadResponse(f"{what}: the answer is not valid JSON") from None
+    if not isinstance(entries, list):
+        raise BadResponse(f"{what}: the answer is not a JSON array")
+    archives = []
+    for entry in entries:
+        try:
+            archives.append(ArchiveMeta.from_json(entry))
+        except BadResponse as exc:
+            log.warning("%s: skipping a malformed entry: %s", what, exc)
+    return archives
+
+
 @dataclass
 class ClientStats:
     """Counters for `lrrfs status`: requests sent, failed and in flight."""
@@ -261,16 +279,15 @@ class LrrClient:
 
     async def archives(self) -> list[ArchiveMeta]:
         """The whole library. Malformed entries are skipped with a warning."""
-        body = await self._get_json("/api/archives", "archive list")
-        if not isinstance(body, list):
-            raise BadResponse("archive list: the answer is not a JSON array")
-        archives = []
-        for entry in body:
-            try:
-                archives.append(ArchiveMeta.from_json(entry))
-            except BadResponse as exc:
-                log.warning("archive list: skipping a malformed entry: %s", exc)
-        return archives
+        return parse_archives(await self.archives_body())
+
+    async def archives_body(self) -> bytes:
+        """The archive list as the server sent it (see `parse_archives`): a caller can
+        tell an unchanged list by its bytes without parsing it."""
+        what = "archive list"
+        response = await self._send("GET", self.api_url("/api/archives"), what=what)
+        self._raise_for_status(response, what)
+        return response.content
 
     async def metadata(self, arcid: str) -> ArchiveMeta:
         what = f"metadata of {arcid}"
@@ -542,4 +559,4 @@ class DownloadStream:
                 yield chunk
 
 
-__all__ = ["DownloadStream", "LrrClient", "LrrError"]
+__all__ = ["DownloadStream", "LrrClient", "LrrError", "parse_archives"]

@@ -103,8 +103,9 @@ class LrrOperations(pyfuse3.Operations):
         self._nursery: trio.Nursery | None = None
 
     def attach(self, nursery: trio.Nursery) -> None:
-        """Give the adapter a nursery for background work (kernel invalidations)."""
+        """Give the adapter a nursery for background work (kernel invalidations, prefetch)."""
         self._nursery = nursery
+        self.library.attach(nursery)
 
     # -- nodes and attributes ---------------------------------------------------
 

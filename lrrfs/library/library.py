@@ -8,6 +8,8 @@ listed or looked into, a page's bytes when it is read.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -16,10 +18,21 @@ from dataclasses import dataclass, field
 import trio
 from cachetools import LRUCache
 
-from ..client import ArchiveMeta, BadResponse, LrrClient, LrrError, NotFound, PageRef, ServerInfo
+from ..client import (
+    ArchiveMeta,
+    BadResponse,
+    LrrClient,
+    LrrError,
+    NotFound,
+    PageRef,
+    ServerInfo,
+    parse_archives,
+)
+from .diskcache import DiskCache
 from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
 from .names import NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
+from .prefetch import Prefetcher
 from .reader import ArchiveReader, BufferPool
 from .singleflight import SingleFlight
 from .zipindex import (
@@ -37,6 +50,7 @@ METADATA_NAME = "metadata.json"
 THUMBNAIL_NAME = "thumbnail.jpg"
 ZIP_EXTENSIONS = frozenset({"zip", "cbz"})
 SIZE_FETCHES = 4  # pages fetched at once when sizes must come from the pages themselves
+INDEX_KEY = "archives"
 PAGE_NAME_RE = re.compile(r"\d{3,}\.[a-z0-9]{1,5}")
 
 
@@ -81,6 +95,12 @@ class Archive:
         """Seconds since the epoch: when the server added it (0 when it does not say)."""
         return self.meta.date_added or 0
 
+    @property
+    def cache_key(self) -> str:
+        """What the disk cache files its pages under: an id is taken from the file's
+        first 512 KB only, so its length is part of the key too."""
+        return f"{self.meta.arcid}-{self.meta.size if self.meta.size is not None else ''}"
+
 
 @dataclass(slots=True)
 class Changes:
@@ -109,13 +129,17 @@ class Library:
         self,
         client: LrrClient,
         *,
-        cache_bytes: int = 256 << 20,
-        thumbnail_cache_bytes: int = 64 << 20,
+        cache_bytes: int = 64 << 20,
+        thumbnail_cache_bytes: int = 16 << 20,
         placeholder_retry: float = 10.0,
         read_only: bool = False,
+        disk: DiskCache | None = None,
     ) -> None:
         self.client = client
         self.read_only = read_only
+        self.disk = disk
+        self.index_from_cache = False  # the archive list is the disk cache's, not yet the server's
+        self._index_digest = b""
         self.info: ServerInfo | None = None
         self._archives: dict[str, Archive] = {}
         self._by_name: dict[str, str] = {}
@@ -129,21 +153,58 @@ class Library:
         self._placeholder_retry = placeholder_retry
         self._flights: SingleFlight[object] = SingleFlight()
         self._buffers = BufferPool()
+        self.prefetcher = Prefetcher(self._prefetch_page)
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Background work (prefetching) runs in `nursery` from now on."""
+        self.prefetcher.attach(nursery)
 
     # -- the index --------------------------------------------------------------
 
     async def connect(self) -> ServerInfo:
-        """Meet the server: its version, the key if we have one, the archive list."""
+        """Meet the server: its version, the key if we have one, the archive list.
+
+        The server must answer (a mount never starts offline), but the archive
+        list may come from the disk cache, to start at once: then
+        `index_from_cache` is set and the caller should `refresh()` soon.
+        """
         self.info = await self.client.info()
         if self.client.has_key:
             await self.client.check_key()
+        body = await self._disk_get("index", INDEX_KEY)
+        if body is not None:
+            try:
+                self._apply_body(body, await trio.to_thread.run_sync(parse_archives, body))
+                self.index_from_cache = True
+                return self.info
+            except LrrError as exc:
+                log.warning("disk cache: the cached archive list is unusable: %s", exc)
         await self.refresh()
         return self.info
 
     async def refresh(self) -> Changes:
         """Fetch the archive list and apply it; names stay put unless titles change."""
-        return self._apply({meta.arcid: meta for meta in await self.client.archives()})
+        body = await self.client.archives_body()
+        self.index_from_cache = False
+        if self._digest(body) == self._index_digest:
+            return Changes()  # not a byte changed: no need to parse 100,000 entries
+        metas = await trio.to_thread.run_sync(parse_archives, body)
+        changes = self._apply_body(body, metas)
+        if self.disk is not None:
+            self.disk.put_later("index", INDEX_KEY, body)
+        return changes
+
+    @staticmethod
+    def _digest(body: bytes) -> bytes:
+        return hashlib.blake2b(body, digest_size=16).digest()
+
+    def _apply_body(self, body: bytes, metas: list[ArchiveMeta]) -> Changes:
+        changes = self._apply({meta.arcid: meta for meta in metas})
+        self._index_digest = self._digest(body)
+        for arcid, _name in changes.removed:
+            self.prefetcher.forget(arcid)
+        return changes
 
     def _apply(self, metas: dict[str, ArchiveMeta]) -> Changes:
         previous = {arcid: (a.named_for, a.name) for arcid, a in self._archives.items()}
@@ -301,18 +362,43 @@ class Library:
         index = self.get(arcid).page_index.get(name)  # type: ignore[union-attr]
         return None if index is None else (index, pages[index])
 
+    @property
+    def _resized(self) -> bool:
+        return bool(self.info and self.info.resizes_images)
+
+    def _pages_key(self, archive: Archive) -> str:
+        return f"{archive.cache_key}/{'resized' if self._resized else 'original'}"
+
     async def _load_pages(self, archive: Archive) -> list[Page]:
+        key = self._pages_key(archive)
+        cached = await self._disk_get("pages", key)
+        if cached is not None:
+            try:
+                refs, sizes = decode_pages(cached)
+                return self._named_pages(refs, sizes)
+            except ValueError:
+                log.warning("disk cache: the page list of %s is unusable", archive.name)
         refs = await self.client.page_list(archive.arcid)
-        resized = bool(self.info and self.info.resizes_images)
-        names = page_names(refs, force_extension="jpg" if resized else None)
+        sizes = await self._page_sizes(archive, refs)
+        if self.disk is not None:
+            self.disk.put_later("pages", key, encode_pages(refs, sizes))
+        return self._named_pages(refs, sizes)
+
+    def _named_pages(self, refs: list[PageRef], sizes: dict[int, int]) -> list[Page]:
+        names = page_names(refs, force_extension="jpg" if self._resized else None)
+        return [Page(names[i], ref, sizes[i]) for i, ref in enumerate(refs)]
+
+    async def _page_sizes(self, archive: Archive, refs: list[PageRef]) -> dict[int, int]:
+        """Every page's exact size: from the zip's directory, else from the pages."""
+        resized = self._resized
         sizes: dict[int, int] = {}
         if refs and not resized:
             sizes = await self._sizes_from_zip(archive, refs)
         missing = [i for i in range(len(refs)) if i not in sizes]
         if missing:
             log.debug("%s: sizing %d pages by fetching them", archive.name, len(missing))
-            sizes.update(await self._sizes_from_pages(archive.arcid, refs, missing))
-        return [Page(names[i], ref, sizes[i]) for i, ref in enumerate(refs)]
+            sizes.update(await self._sizes_from_pages(archive, refs, missing))
+        return sizes
 
     async def _sizes_from_zip(self, archive: Archive, refs: list[PageRef]) -> dict[int, int]:
         """Page sizes from the zip's central directory, or {} if that cannot work."""
@@ -358,16 +444,21 @@ class Library:
         return parse_directory(data)
 
     async def _sizes_from_pages(
-        self, arcid: str, refs: list[PageRef], indexes: list[int]
+        self, archive: Archive, refs: list[PageRef], indexes: list[int]
     ) -> dict[int, int]:
         sizes: dict[int, int] = {}
         limiter = trio.CapacityLimiter(SIZE_FETCHES)
+        variant = self._pages_key(archive)
 
         async def fetch(index: int) -> None:
+            key = f"{variant}/{refs[index].path}"
             async with limiter:
-                data = await self.client.page(arcid, refs[index])
+                data = await self._disk_get("page", key)
+                if data is None:
+                    data = await self.client.page(archive.arcid, refs[index])
+                    self._disk_put("page", key, data)
             sizes[index] = len(data)
-            self._remember_page((arcid, index), data)
+            self._remember_page((archive.arcid, index), data)
 
         async with trio.open_nursery() as nursery:
             for index in indexes:
@@ -379,25 +470,58 @@ class Library:
             self._pages[key] = data
 
     async def page_data(self, arcid: str, index: int) -> bytes:
-        """A page's bytes, from the cache or the server; never of another length."""
+        """A user reads a page: its bytes, from the caches or the server; never of
+        another length. The next pages start coming in the background."""
         data = self._pages.get((arcid, index))
         if data is None:
-            data = await self._flights.run(
-                ("page", arcid, index), lambda: self._fetch_page(arcid, index)
-            )
+            data = await self._page(arcid, index)
+        pages = self.get(arcid).pages
+        self.prefetcher.reading(arcid, index, len(pages) if pages else 0)
+        return data
+
+    async def _prefetch_page(self, arcid: str, index: int) -> None:
+        """A page fetched ahead of the reader: into the caches, not a read."""
+        if (arcid, index) not in self._pages:
+            await self._page(arcid, index)
+
+    async def _page(self, arcid: str, index: int) -> bytes:
+        data = await self._flights.run(
+            ("page", arcid, index), lambda: self._load_page(arcid, index)
+        )
         return data  # type: ignore[return-value]
 
-    async def _fetch_page(self, arcid: str, index: int) -> bytes:
+    async def _load_page(self, arcid: str, index: int) -> bytes:
+        """A page from the disk cache or the server, checked against its listed size."""
         archive = self.get(arcid)
         page = (await self.pages(arcid))[index]
-        data = await self.client.page(arcid, page.ref)
-        if len(data) != page.size:
-            raise BadResponse(
-                f"{archive.name}/{page.name}: the server sent {len(data)} bytes "
-                f"where the listing said {page.size}; refusing to serve them"
-            )
+        key = f"{self._pages_key(archive)}/{page.ref.path}"
+        data = await self._disk_get("page", key)
+        if data is None or len(data) != page.size:
+            data = await self.client.page(arcid, page.ref)
+            if len(data) != page.size:
+                raise BadResponse(
+                    f"{archive.name}/{page.name}: the server sent {len(data)} bytes "
+                    f"where the listing said {page.size}; refusing to serve them"
+                )
+            self._disk_put("page", key, data)
         self._remember_page((arcid, index), data)
         return data
+
+    # -- the disk cache -------------------------------------------------------------
+
+    async def _disk_get(self, kind: str, key: str) -> bytes | None:
+        """A blob from the disk cache, read in a thread (a slow disk never stalls the
+        mount); None when absent, damaged or slower than the server's timeout."""
+        if self.disk is None:
+            return None
+        with trio.move_on_after(self.client.timeout):
+            return await trio.to_thread.run_sync(self.disk.get, kind, key, abandon_on_cancel=True)
+        log.warning("disk cache: no answer from the disk within %g s", self.client.timeout)
+        return None
+
+    def _disk_put(self, kind: str, key: str, data: bytes) -> None:
+        if self.disk is not None:
+            self.disk.put_later(kind, key, data)
 
     # -- thumbnail, archive file, metadata ------------------------------------------
 
@@ -418,9 +542,15 @@ class Library:
         return thumb is None or thumb.placeholder
 
     async def _fetch_thumbnail(self, arcid: str) -> _Thumb:
-        self.get(arcid)
-        result = await self.client.thumbnail(arcid)
-        thumb = _Thumb(result.data, result.placeholder, trio.current_time())
+        key = self.get(arcid).cache_key
+        data = await self._disk_get("thumb", key)
+        if data is not None:
+            thumb = _Thumb(data, False, trio.current_time())
+        else:
+            result = await self.client.thumbnail(arcid)
+            thumb = _Thumb(result.data, result.placeholder, trio.current_time())
+            if not result.placeholder:  # a placeholder is asked for again later
+                self._disk_put("thumb", key, result.data)
         if len(thumb.data) <= self._thumbs.maxsize:
             self._thumbs[arcid] = thumb
         old_size = self._thumb_sizes.get(arcid)
@@ -441,14 +571,39 @@ class Library:
         name = f"{meta.filename}.{meta.extension}" if meta.filename and meta.extension else None
         size = meta.size
         if name is None or size is None:
+            # Old servers tell neither: a HEAD of the download does, once (then the disk cache).
+            cached = await self._disk_get("file", meta.arcid)
+            if cached is not None:
+                return ArchiveFile(*json.loads(cached))
             download = await self.client.download_info(meta.arcid)
             size = download.size
             name = name or download.filename or f"{meta.title}.{meta.extension or 'zip'}"
+            file = ArchiveFile(archive_file_name(name), size)
+            self._disk_put("file", meta.arcid, json.dumps([file.name, file.size]).encode())
+            return file
         return ArchiveFile(archive_file_name(name), size)
 
     async def open_archive(self, arcid: str) -> ArchiveReader:
         file = await self.archive_file(arcid)
         return ArchiveReader(self.client, arcid, file.size, self._buffers)
+
+
+def encode_pages(refs: list[PageRef], sizes: dict[int, int]) -> bytes:
+    """A page list with its sizes, for the disk cache."""
+    rows = [[ref.path, ref.url, sizes[i]] for i, ref in enumerate(refs)]
+    return json.dumps(rows, ensure_ascii=False).encode("utf-8")
+
+
+def decode_pages(blob: bytes) -> tuple[list[PageRef], dict[int, int]]:
+    """The page list and sizes of `encode_pages`; ValueError if it is not one."""
+    rows = json.loads(blob)
+    refs, sizes = [], {}
+    for i, (path, url, size) in enumerate(rows):
+        if not (isinstance(path, str) and isinstance(url, str) and isinstance(size, int)):
+            raise ValueError("not a page row")
+        refs.append(PageRef(path, url))
+        sizes[i] = size
+    return refs, sizes
 
 
 def archive_file_name(name: str) -> str:

@@ -14,23 +14,36 @@ class _Call(Generic[T]):
     def __init__(self) -> None:
         self.done = trio.Event()
         self.result: T | None = None
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
+        self.cancelled = False
 
 
 class SingleFlight(Generic[T]):
-    """Coalesces concurrent calls for the same key into one."""
+    """Coalesces concurrent calls for the same key into one.
+
+    If the first asker is cancelled (a background prefetch given up, a deadline),
+    the others do not fail with it: one of them fetches again.
+    """
 
     def __init__(self) -> None:
         self._calls: dict[Hashable, _Call[T]] = {}
 
     async def run(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
-        call = self._calls.get(key)
-        if call is not None:
+        while True:
+            call = self._calls.get(key)
+            if call is None:
+                return await self._lead(key, fetch)
             await call.done.wait()
             if call.error is not None:
                 raise call.error
-            return call.result  # type: ignore[return-value]
-        call = _Call()
+            if not call.cancelled:
+                return call.result  # type: ignore[return-value]
+
+    def running(self, key: Hashable) -> bool:
+        return key in self._calls
+
+    async def _lead(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
+        call: _Call[T] = _Call()
         self._calls[key] = call
         try:
             call.result = await fetch()
@@ -39,7 +52,7 @@ class SingleFlight(Generic[T]):
             call.error = exc
             raise
         except BaseException:
-            call.error = trio.TooSlowError()  # the first asker was cancelled
+            call.cancelled = True
             raise
         finally:
             del self._calls[key]

@@ -1,0 +1,240 @@
+"""A persistent cache of immutable blobs on disk: pages, thumbnails, page lists, the index.
+
+Layout: `<root>/v1/<kind>/<xx>/<sha1 of the key>`, one file per blob:
+
+    magic (8 bytes) | payload length (8) | CRC-32 of the payload (4) | payload
+
+A blob is written to a temporary file in the same folder and renamed into
+place (`os.replace`, atomic), so a reader sees either no file or a whole one;
+a file whose length or checksum does not match (a crash mid-write on a disk
+that reorders writes, a truncated copy, bit rot) is deleted and counts as a
+miss. No fsync: the checksum is what guarantees that a damaged blob is never
+served, and a lost blob costs only a download. Two mounts of the same server
+may share the folder: every change is an atomic rename or unlink, and each
+treats a vanished file as a miss.
+
+Recency is the file's mtime (touched on every hit); when the folder grows past
+its cap, the least recently used files go until it is under 90 % of it. Usage
+is counted as blobs are written and recounted by each eviction's scan (which
+also sees what other mounts wrote).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"LRRFS\x01\x00\x00"
+HEADER = struct.Struct("<8sQI")
+VERSION_DIR = "v1"
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_SECONDS = 600.0  # a temp file this old was left by a crash
+LOW_WATER = 0.9  # eviction stops at this share of the cap
+QUEUE_BYTES = 64 << 20  # writes waiting for the writer thread, at most
+
+
+def default_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "lrrfs"
+
+
+def server_folder_name(url: str) -> str:
+    """A folder name for one server: readable host and port, and a hash of the whole URL."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.rstrip("/"))
+    host = "".join(c if c.isalnum() or c in "-." else "_" for c in (parts.hostname or "server"))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    digest = hashlib.sha1(url.rstrip("/").encode("utf-8")).hexdigest()[:10]
+    return f"{host}_{port}-{digest}"
+
+
+class DiskCache:
+    """Blobs by (kind, key) in `root`, at most about `cap` bytes in all."""
+
+    def __init__(self, root: Path, cap: int) -> None:
+        self.root = root / VERSION_DIR
+        self.cap = cap
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._used = 0
+        self._lock = threading.Lock()  # guards _used and the write queue
+        self._queue: deque[tuple[str, str, bytes]] = deque()
+        self._queued = 0
+        self._wakeup = threading.Condition(self._lock)
+        self._closed = False
+        self._evicting = False
+        self._writer = threading.Thread(target=self._write_loop, name="lrrfs-cache", daemon=True)
+        self._writer.start()
+        self._start_eviction()  # learns the usage left by earlier mounts
+
+    # -- paths ------------------------------------------------------------------
+
+    def path(self, kind: str, key: str) -> Path:
+        digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+        return self.root / kind / digest[:2] / digest
+
+    # -- reading (any thread; blocking) -----------------------------------------
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        """The blob, whole and checked, or None."""
+        path = self.path(kind, key)
+        try:
+            with open(path, "rb") as handle:
+                blob = handle.read()
+        except OSError:
+            return None
+        data = self._unpack(blob)
+        if data is None:
+            log.warning("disk cache: %s is damaged; dropping it", path)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: evicted last
+        return data
+
+    @staticmethod
+    def _unpack(blob: bytes) -> bytes | None:
+        if len(blob) < HEADER.size:
+            return None
+        magic, length, crc = HEADER.unpack_from(blob)
+        if magic != MAGIC or length != len(blob) - HEADER.size:
+            return None
+        data = blob[HEADER.size :]
+        return data if zlib.crc32(data) == crc else None
+
+    # -- writing ----------------------------------------------------------------
+
+    def put(self, kind: str, key: str, data: bytes) -> None:
+        """Write the blob now (blocking)."""
+        path = self.path(kind, key)
+        header = HEADER.pack(MAGIC, len(data), zlib.crc32(data))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}"
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(header)
+                handle.write(data)
+            os.replace(temp, path)
+        except OSError as exc:
+            log.warning("disk cache: cannot write %s: %s", path, exc.strerror)
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            return
+        with self._lock:
+            self._used += HEADER.size + len(data)
+            over = self._used > self.cap
+        if over:
+            self._start_eviction()
+
+    def put_later(self, kind: str, key: str, data: bytes) -> None:
+        """Queue the blob for the writer thread; dropped if too much is waiting."""
+        with self._lock:
+            if self._closed or self._queued + len(data) > QUEUE_BYTES:
+                return
+            self._queue.append((kind, key, data))
+            self._queued += len(data)
+            self._wakeup.notify()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until queued writes are on disk (at unmount)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._queued and time.monotonic() < deadline:
+                self._wakeup.wait(0.05)
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            self._closed = True
+            self._wakeup.notify_all()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closed:
+                    self._wakeup.wait()
+                if not self._queue:
+                    return
+                kind, key, data = self._queue.popleft()
+            try:
+                self.put(kind, key, data)
+            finally:
+                with self._lock:
+                    self._queued -= len(data)
+                    self._wakeup.notify_all()
+
+    # -- eviction -----------------------------------------------------------------
+
+    def usage(self) -> int:
+        with self._lock:
+            return self._used
+
+    def _start_eviction(self) -> None:
+        with self._lock:
+            if self._evicting:
+                return
+            self._evicting = True
+        threading.Thread(target=self._evict, name="lrrfs-evict", daemon=True).start()
+
+    def _evict(self) -> None:
+        try:
+            self.evict()
+        except Exception:
+            log.exception("disk cache: eviction failed")
+        finally:
+            with self._lock:
+                self._evicting = False
+
+    def evict(self) -> None:
+        """Scan the folder; delete the least recently used files until under the cap."""
+        files = []
+        total = 0
+        now = time.time()
+        for entry in self._walk():
+            try:
+                info = entry.stat()
+            except OSError:
+                continue
+            if entry.name.startswith(TEMP_PREFIX):
+                if now - info.st_mtime > STALE_TEMP_SECONDS:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+                continue
+            files.append((info.st_mtime, info.st_size, entry.path))
+            total += info.st_size
+        if total > self.cap:
+            files.sort()
+            target = int(self.cap * LOW_WATER)
+            for _, size, path in files:
+                if total <= target:
+                    break
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                total -= size
+            log.info("disk cache: evicted down to %d MiB", total >> 20)
+        with self._lock:
+            self._used = total
+
+    def _walk(self):  # type: ignore[no-untyped-def]
+        stack = [str(self.root)]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    yield entry

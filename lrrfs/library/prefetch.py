@@ -1,0 +1,110 @@
+"""Fetching the pages a reader will want next, in the background.
+
+A reader moving through an archive (an image viewer, `cat *`) keeps a cursor:
+the next `depth` pages after the one read are fetched, `parallel` at a time.
+Reading on moves the cursor's end along; a jump elsewhere, or reading another
+archive, gives the old cursor up (its fetches are cancelled), and only the
+latest `cursors` cursors run at all. What is fetched lands in the caches; it
+is not a read (reading progress is the library's `page_data`, not this).
+
+Opening or listing a folder fetches nothing: file managers, `du` and `rsync`
+list thousands of folders, and a page fetched for each would cost a real
+server (about 5 ms of its CPU per page) far more than it saves a reader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+log = logging.getLogger(__name__)
+
+DEPTH = 6  # pages fetched ahead of the page being read
+PARALLEL = 3  # fetches in flight per cursor
+CURSORS = 2  # cursors running at once; the oldest is given up
+BACKWARD = 2  # reading this far behind the cursor still counts as reading on
+
+
+@dataclass(eq=False)
+class _Cursor:
+    last: int  # the page read most recently
+    end: int  # fetch pages below this
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    more: trio.Event = field(default_factory=trio.Event)
+    next: int = 0  # the next page to fetch
+
+
+class Prefetcher:
+    """Keeps the next pages coming; `fetch(arcid, index)` puts one page in the caches."""
+
+    def __init__(
+        self,
+        fetch: Callable[[str, int], Awaitable[None]],
+        *,
+        depth: int = DEPTH,
+        parallel: int = PARALLEL,
+        cursors: int = CURSORS,
+    ) -> None:
+        self._fetch = fetch
+        self.depth = depth
+        self._parallel = parallel
+        self._max_cursors = cursors
+        self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
+        self._nursery: trio.Nursery | None = None
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Start working: background fetches run in `nursery` (none before)."""
+        self._nursery = nursery
+
+    def reading(self, arcid: str, index: int, count: int) -> None:
+        """A reader is at page `index` of an archive of `count` pages."""
+        if self._nursery is None or self.depth <= 0:
+            return
+        end = min(count, index + 1 + self.depth)
+        cursor = self._cursors.get(arcid)
+        if cursor is not None and cursor.last - BACKWARD <= index <= cursor.end:
+            cursor.last = max(cursor.last, index)
+            if end > cursor.end:
+                cursor.end = end
+                cursor.more.set()
+            self._cursors.move_to_end(arcid)
+            return
+        if cursor is not None:
+            self._give_up(arcid)
+        cursor = _Cursor(last=index, end=end, next=index + 1)
+        self._cursors[arcid] = cursor
+        self._nursery.start_soon(self._run, arcid, cursor)
+        while len(self._cursors) > self._max_cursors:
+            self._give_up(next(iter(self._cursors)))
+
+    def forget(self, arcid: str) -> None:
+        """The archive is gone: stop fetching its pages."""
+        if arcid in self._cursors:
+            self._give_up(arcid)
+
+    def _give_up(self, arcid: str) -> None:
+        self._cursors.pop(arcid).scope.cancel()
+
+    async def _run(self, arcid: str, cursor: _Cursor) -> None:
+        with cursor.scope:
+            slots = trio.Semaphore(self._parallel)
+            async with trio.open_nursery() as nursery:
+                while True:
+                    while cursor.next < cursor.end:
+                        await slots.acquire()
+                        nursery.start_soon(self._one, arcid, cursor.next, slots)
+                        cursor.next += 1
+                    cursor.more = trio.Event()
+                    await cursor.more.wait()
+
+    async def _one(self, arcid: str, index: int, slots: trio.Semaphore) -> None:
+        try:
+            await self._fetch(arcid, index)
+        except Exception as exc:  # a prefetch failing is no one's error: the read will retry
+            log.debug("prefetch of page %d of %s failed: %s", index + 1, arcid, exc)
+        finally:
+            slots.release()
