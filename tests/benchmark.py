@@ -1,71 +1,83 @@
-"""Benchmark lrrfs against direct HTTP on the same test server, in the same run.
+"""Benchmark lrrfs against direct HTTP and local files, on the same test server, in one run.
 
-    .venv/bin/python -m tests.benchmark [--big-mb 500] [--pages 200]
+    .venv/bin/python -m tests.benchmark            # the whole table, a few minutes
+    .venv/bin/python -m tests.benchmark --quick    # smaller libraries, for a quick look
 
 Each row measures lrrfs through a real FUSE mount and a baseline doing the same
-job directly over HTTP, against the same server and bytes, and prints their
-ratio. Every row runs twice: with no added latency, and with 20 ms added to
-each request by the test server (a NAS over Wi-Fi). Mounts are cold (new) for
-each measurement.
+job directly (over HTTP against the same server and bytes, or on local files),
+in the same run, and prints their ratio. Every row runs twice: with no added
+latency, and with 20 ms added to each request by the test server (a NAS over
+Wi-Fi). "Cold" means a new mount with an empty disk cache; "warm" says which
+caches are warm. Throughput rows take the best of three runs of each side.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import platform
+import shutil
+import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from lrrfs.testserver.samples import make_archive
+from lrrfs.testserver.samples import make_archive, write_zip
 
-from .conftest import Server, start_mount, start_server
+from .conftest import PYTHON, Mount, Server, mount_env, start_mount, start_server
 
 PAGE_BYTES = 200_000
 CHUNK = 1 << 20
+LATENCIES = (0, 20)
+MOUNT_ARGS = ("--refresh-interval", "3600")  # no refresh of the archive list mid-row
 
 
-def timed(job: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    job()
-    return time.perf_counter() - started
+@dataclass(frozen=True)
+class Sizes:
+    many: int = 10_000  # archives of the listing rows
+    huge: int = 100_000  # archives of the memory row
+    pages: int = 200  # pages of the listing and warm-read rows
+    viewer_pages: int = 100  # pages of the image-viewer row
+    big_mb: int = 500  # the archive read with `cat`
+    read_gb: float = 2.0  # bytes read in the memory row
 
 
-def cold_listing(server: Server, workdir: Path, title: str, arcid: str) -> tuple[float, float]:
-    """`ls -l` of a cold folder vs downloading its pages one by one."""
-    with start_mount(server, workdir / "mnt-ls") as mount:
-        lrrfs = timed(lambda: subprocess.run(["ls", "-l", str(mount.path / title)],
-                                             check=True, capture_output=True))  # fmt: skip
-    urls = server.page_urls(arcid)
-    with server.http() as http:
-        direct = timed(lambda: [http.get(url).content for url in urls])
-    return lrrfs, direct
+QUICK = Sizes(many=2_000, huge=10_000, pages=100, viewer_pages=50, big_mb=200, read_gb=0.5)
 
 
-def archive_read(server: Server, workdir: Path, title: str, arcid: str) -> tuple[float, float]:
-    """Reading the whole archive file through the mount vs a direct streamed download."""
-    with start_mount(server, workdir / "mnt-cat") as mount:
-        path = mount.path / title / f"{title}.zip"
-        size = path.stat().st_size
+@dataclass
+class Row:
+    name: str
+    latency: int
+    lrrfs: str
+    baseline: str
+    ratio: str
+    target: str
+    met: str
 
-        def read_mount() -> None:
-            with open(path, "rb", buffering=0) as handle:
-                while handle.read(CHUNK):
-                    pass
 
-        lrrfs = timed(read_mount)
+# -- libraries ---------------------------------------------------------------------
 
-    def download() -> None:
-        with server.http() as http, http.stream("GET", f"/api/archives/{arcid}/download") as r:
-            for _ in r.iter_raw(CHUNK):
-                pass
 
-    direct = timed(download)
-    mb = size / 1e6
-    return mb / lrrfs, mb / direct
+def make_many(folder: Path, count: int) -> None:
+    """`count` tiny archives, fast: one small zip with the archive's number as its
+    comment (so that every archive gets its own id)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = folder.parent / "template.zip"
+    write_zip(template, [("01.jpg", b"\xff\xd8\xff\xe0" + bytes(200) + b"\xff\xd9")])
+    with zipfile.ZipFile(template, "a") as archive:
+        archive.comment = b"00000000"
+    blob = template.read_bytes()
+    template.unlink()
+    assert blob.endswith(b"00000000") and struct.unpack("<H", blob[-10:-8])[0] == 8
+    for i in range(count):
+        (folder / f"Archive {i:06d}.zip").write_bytes(blob[:-8] + b"%08d" % i)
 
 
 def make_server_thumbnails(server: Server, arcids) -> None:
@@ -78,38 +90,297 @@ def make_server_thumbnails(server: Server, arcids) -> None:
                 time.sleep(0.1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--big-mb", type=int, default=500)
-    parser.add_argument("--pages", type=int, default=200)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="lrrfs-bench-") as tmp:
-        workdir = Path(tmp)
-        library = workdir / "library"
-        make_archive(library / "Pages.zip", args.pages, page_bytes=PAGE_BYTES)
-        make_archive(library / "Big.zip", args.big_mb // 2, page_bytes=2_000_000)
-        with start_server(library, workdir) as server:
-            ids = {a["title"]: a["arcid"] for a in server.archives()}
-            make_server_thumbnails(server, ids.values())
-            rows = []
-            for latency in (0, 20):
+# -- measuring ---------------------------------------------------------------------
+
+
+def timed(job: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    job()
+    return time.perf_counter() - started
+
+
+def best_of(runs: int, job: Callable[[], float]) -> float:
+    return min(job() for _ in range(runs))
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def read_file(path: Path) -> int:
+    with open(path, "rb", buffering=0) as handle:
+        total = 0
+        while chunk := handle.read(CHUNK):
+            total += len(chunk)
+        return total
+
+
+def read_files(paths: list[Path]) -> int:
+    return sum(read_file(path) for path in paths)
+
+
+def run(command: list[str]) -> None:
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+class Mounts:
+    """Mounts for the rows, each with its own disk cache folder unless told which."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._count = 0
+
+    def cache_dir(self) -> Path:
+        self._count += 1
+        return self.workdir / f"cache-{self._count}"
+
+    @contextlib.contextmanager
+    def mount(self, server: Server, cache: Path | None = None) -> Iterator[Mount]:
+        """A new mount: cold unless `cache` holds an earlier mount's disk cache."""
+        self._count += 1
+        path = self.workdir / f"mnt-{self._count}" / "lrr"
+        cache = cache or self.cache_dir()
+        with start_mount(server, path, args=(*MOUNT_ARGS, "--cache-dir", str(cache))) as mounted:
+            yield mounted
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def ratio_row(name, latency, mine, theirs, unit, target, *, higher_is_better=False) -> Row:
+    ratio = mine / theirs
+    limit = float(target.split()[-1].rstrip("x"))
+    met = ratio >= limit if higher_is_better else ratio <= limit
+    fmt = (lambda v: f"{v:.0f} MB/s") if unit == "MB/s" else (lambda v: f"{v * 1000:.0f} ms")
+    kind = "throughput" if higher_is_better else "time"
+    return Row(name, latency, fmt(mine), fmt(theirs), f"{ratio:.2f}x {kind}", target,
+               "yes" if met else "NO")  # fmt: skip
+
+
+# -- the rows ----------------------------------------------------------------------
+
+
+def mount_ready_time(server: Server, workdir: Path, cache: Path) -> float:
+    """Seconds from starting `lrrfs mount -f` until the mount point answers."""
+    path = workdir / "mnt-ready" / "lrr"
+    path.mkdir(parents=True, exist_ok=True)
+    command = [PYTHON, "-m", "lrrfs", "mount", server.url, str(path), "-f", *MOUNT_ARGS,
+               "--cache-dir", str(cache)]  # fmt: skip
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=mount_env(server.key), stderr=subprocess.DEVNULL)
+    mounted = Mount(path, process, workdir / "mnt-ready.log")
+    with mounted:
+        while not os.path.ismount(path):
+            if process.poll() is not None or time.perf_counter() - started > 120:
+                raise RuntimeError("the mount did not come up")
+            time.sleep(0.002)
+        elapsed = time.perf_counter() - started
+        os.listdir(path)
+    return elapsed
+
+
+def script_fetch_time(server: Server) -> float:
+    """Seconds for a new Python process to GET /api/archives and parse it."""
+    script = (
+        "import base64, json, os, sys, httpx\n"
+        "key = os.environ.get('LRR_API_KEY')\n"
+        "headers = {'Authorization': 'Bearer ' + base64.b64encode(key.encode()).decode()} "
+        "if key else {}\n"
+        "json.loads(httpx.get(sys.argv[1] + '/api/archives', headers=headers, timeout=60).content)\n"
+    )
+    return timed(lambda: subprocess.run([PYTHON, "-c", script, server.url], check=True,
+                                        env=mount_env(server.key)))  # fmt: skip
+
+
+def listing_rows(server: Server, mounts: Mounts, workdir: Path, latency: int, count: int):
+    name = f"{count:,}-archive root"
+    with server.http() as http:
+        direct = best_of(3, lambda: timed(lambda: json.loads(http.get("/api/archives").content)))
+    with mounts.mount(server) as mounted:
+        cold = timed(lambda: run(["ls", str(mounted.path)]))
+        run(["ls", "-l", str(mounted.path)])
+        warm = best_of(3, lambda: timed(lambda: run(["ls", "-l", str(mounted.path)])))
+    local = workdir / f"local-{count}"
+    if not local.exists():
+        for i in range(count):
+            (local / f"Archive {i:06d}").mkdir(parents=True)
+    run(["ls", "-l", str(local)])
+    local_time = best_of(3, lambda: timed(lambda: run(["ls", "-l", str(local)])))
+    yield ratio_row(f"cold `ls` of a {name} vs GET /api/archives + parse", latency,
+                    cold, direct, "ms", "<= 1.5x")  # fmt: skip
+    yield ratio_row(f"warm `ls -l` of a {name} vs `ls -l` of {count:,} local folders",
+                    latency, warm, local_time, "ms", "<= 3x")  # fmt: skip
+    cache = mounts.cache_dir()
+    cold_ready = mount_ready_time(server, workdir, cache)
+    warm_ready = mount_ready_time(server, workdir, cache)
+    script = best_of(3, lambda: script_fetch_time(server))
+    yield Row(f"`lrrfs mount -f` until ready, {name}: empty / warm disk cache", latency,
+              f"{cold_ready * 1000:.0f} / {warm_ready * 1000:.0f} ms",
+              f"{script * 1000:.0f} ms (a Python script: GET + parse)",
+              f"{cold_ready / script:.2f}x / {warm_ready / script:.2f}x time", "-", "-")  # fmt: skip
+
+
+def folder_listing_row(server: Server, mounts: Mounts, latency: int, pages: int, arcid: str):
+    with mounts.mount(server) as mounted:
+        lrrfs = timed(lambda: run(["ls", "-l", str(mounted.path / "Pages")]))
+    urls = server.page_urls(arcid)
+    with server.http() as http:
+        direct = timed(lambda: [http.get(url).content for url in urls])
+    return ratio_row(f"cold `ls -l` of a {pages}-page folder (exact sizes) vs GET of "
+                     "each page, one by one", latency, lrrfs, direct, "ms", "<= 0.5x")  # fmt: skip
+
+
+def viewer_row(server: Server, mounts: Mounts, latency: int, pages: int, arcid: str):
+    """An image viewer: list the folder, then read its pages in order, one at a time."""
+    urls = server.page_urls(arcid)
+    with server.http() as http:
+        direct = timed(lambda: [http.get(url).content for url in urls])
+    with mounts.mount(server) as mounted:
+        folder = mounted.path / "Viewer"
+        names = sorted(n for n in os.listdir(folder) if n[0].isdigit())
+        lrrfs = timed(lambda: read_files([folder / n for n in names]))
+    return ratio_row(f"cold read of a {pages}-page archive's pages in order, one at a time, "
+                     "vs GET of each page, one by one", latency, lrrfs, direct, "ms",
+                     "<= 0.7x")  # fmt: skip
+
+
+def cat_row(server: Server, mounts: Mounts, latency: int, big_mb: int, arcid: str):
+    def through_mount() -> float:
+        with mounts.mount(server) as mounted:
+            path = mounted.path / "Big" / "Big.zip"
+            path.stat()
+            return timed(lambda: subprocess.run(f"cat '{path}' > /dev/null", shell=True,
+                                                check=True))  # fmt: skip
+
+    def download() -> float:
+        with server.http() as http:
+            started = time.perf_counter()
+            with http.stream("GET", f"/api/archives/{arcid}/download") as response:
+                for _ in response.iter_raw(CHUNK):
+                    pass
+            return time.perf_counter() - started
+
+    size_mb = (server.library / "Big.zip").stat().st_size / 1e6
+    mine, theirs = size_mb / best_of(3, through_mount), size_mb / best_of(3, download)
+    return ratio_row(f"`cat` of a {big_mb} MB archive vs a streamed download (httpx)", latency,
+                     mine, theirs, "MB/s", ">= 0.85x", higher_is_better=True)  # fmt: skip
+
+
+def warm_read_rows(server: Server, mounts: Mounts, workdir: Path, latency: int):
+    local = workdir / "local-pages"
+    if not local.exists():
+        with zipfile.ZipFile(server.library / "Pages.zip") as archive:
+            archive.extractall(local)
+    local_files = sorted(local.iterdir())
+    read_files(local_files)
+    local_time = best_of(3, lambda: timed(lambda: read_files(local_files)))
+    cache = mounts.cache_dir()
+    with mounts.mount(server, cache) as mounted:
+        folder = mounted.path / "Pages"
+        files = [folder / n for n in sorted(os.listdir(folder)) if n[0].isdigit()]
+        read_files(files)
+        same_mount = best_of(3, lambda: timed(lambda: read_files(files)))
+    with mounts.mount(server, cache) as mounted:
+        folder = mounted.path / "Pages"
+        files = [folder / n for n in sorted(os.listdir(folder)) if n[0].isdigit()]
+        server.clear_requests()
+        remounted = timed(lambda: read_files(files))
+        pages_asked = [r for r in server.requests() if "/page" in r["path"]]
+    assert not pages_asked, f"a warm read asked the server for {len(pages_asked)} pages"
+    count = len(local_files)
+    yield ratio_row(f"warm re-read of all {count} pages (same mount) vs local files",
+                    latency, same_mount, local_time, "ms", "<= 2x")  # fmt: skip
+    yield ratio_row(f"warm re-read of all {count} pages (new mount, disk cache) vs local files",
+                    latency, remounted, local_time, "ms", "<= 2x")  # fmt: skip
+
+
+def memory_row(server: Server, mounts: Mounts, latency: int, sizes: Sizes):
+    with mounts.mount(server) as mounted:
+        run(["ls", "-l", str(mounted.path)])
+        folder = mounted.path / "Pages"
+        total = read_files([folder / n for n in sorted(os.listdir(folder)) if n[0].isdigit()])
+        big = mounted.path / "Big" / "Big.zip"
+        while total < sizes.read_gb * 1e9:
+            total += read_file(big)
+        peak = peak_rss_mb(mounted.process.pid)
+    return Row(f"peak memory: {sizes.huge:,} archives listed (`ls -l`), "
+               f"{total / 1e9:.1f} GB read", latency, f"{peak:.0f} MB RSS", "-", "-",
+               "< 300 MB", "yes" if peak < 300 else "NO")  # fmt: skip
+
+
+# -- the whole benchmark -------------------------------------------------------------
+
+
+def build(workdir: Path, sizes: Sizes) -> tuple[Path, Path, Path]:
+    main = workdir / "main"
+    make_archive(main / "Pages.zip", sizes.pages, page_bytes=PAGE_BYTES)
+    make_archive(main / "Viewer.zip", sizes.viewer_pages, page_bytes=PAGE_BYTES)
+    make_archive(main / "Big.zip", sizes.big_mb // 2, page_bytes=2_000_000)
+    many = workdir / "many"
+    make_many(many, sizes.many)
+    huge = workdir / "huge"
+    make_many(huge, sizes.huge)
+    for name in ("Pages.zip", "Big.zip"):
+        os.link(main / name, huge / name)
+    return main, many, huge
+
+
+@contextlib.contextmanager
+def serving(library: Path, workdir: Path) -> Iterator[Server]:
+    with start_server(library, workdir) as server:
+        with server.http() as http:  # let it index the library before any timing
+            http.get("/api/archives", timeout=600).raise_for_status()
+        yield server
+
+
+def measure(workdir: Path, sizes: Sizes) -> list[Row]:
+    main, many, huge = build(workdir, sizes)
+    mounts = Mounts(workdir)
+    rows: list[Row] = []
+    with serving(main, workdir) as server_main, serving(many, workdir) as server_many:
+        ids = {a["title"]: a["arcid"] for a in server_main.archives()}
+        make_server_thumbnails(server_main, ids.values())
+        for latency in LATENCIES:
+            for server in (server_main, server_many):
                 server.faults(latency_ms=latency)
-                lrrfs, direct = cold_listing(server, workdir, "Pages", ids["Pages"])
-                rows.append((f"cold `ls -l` of a {args.pages}-page folder", latency,
-                             f"{lrrfs * 1000:.0f} ms", f"{direct * 1000:.0f} ms",
-                             f"{lrrfs / direct:.3f}x time", "<= 0.5x"))  # fmt: skip
-                mine, theirs = archive_read(server, workdir, "Big", ids["Big"])
-                rows.append((f"read of a {args.big_mb} MB archive", latency,
-                             f"{mine:.0f} MB/s", f"{theirs:.0f} MB/s",
-                             f"{mine / theirs:.2f}x throughput", ">= 0.85x"))  # fmt: skip
-            server.clear_faults()
+            rows += listing_rows(server_many, mounts, workdir, latency, sizes.many)
+            rows.append(folder_listing_row(server_main, mounts, latency, sizes.pages,
+                                           ids["Pages"]))  # fmt: skip
+            rows.append(viewer_row(server_main, mounts, latency, sizes.viewer_pages,
+                                   ids["Viewer"]))  # fmt: skip
+            rows.append(cat_row(server_main, mounts, latency, sizes.big_mb, ids["Big"]))
+            rows += warm_read_rows(server_main, mounts, workdir, latency)
+    with serving(huge, workdir) as server_huge:
+        for latency in LATENCIES:
+            server_huge.faults(latency_ms=latency)
+            rows.append(memory_row(server_huge, mounts, latency, sizes))
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    header = ("row", "added latency", "lrrfs", "direct HTTP", "ratio", "target")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * w for w in widths), *rows]:
-        print(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    header = ("row", "added latency", "lrrfs", "baseline", "ratio", "target", "met")
+    cells = [header] + [
+        (r.name, f"{r.latency} ms", r.lrrfs, r.baseline, r.ratio, r.target, r.met)
+        for r in sorted(rows, key=lambda r: r.latency)
+    ]
+    widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
+    for i, row in enumerate(cells):
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller libraries, a quick look")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lrrfs-bench-") as tmp:
+        rows = measure(Path(tmp), QUICK if args.quick else Sizes())
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ from .errors import (
     ServerUnreachable,
 )
 from .models import ARCID_RE, ArchiveMeta, DownloadInfo, PageRef, ServerInfo, Thumbnail
-from .ranges import Endpoint, JobAborted, RangeJob, RangePool
+from .ranges import JobAborted, RangeJob, RangePool
+from .transport import ConnectionPool, Endpoint, ThreadTransport
 
 log = logging.getLogger(__name__)
 
@@ -137,24 +138,21 @@ class LrrClient:
         if api_key:
             token = base64.b64encode(api_key.encode("utf-8")).decode("ascii")
             headers["Authorization"] = f"Bearer {token}"
-        limits = httpx.Limits(
-            max_connections=connections + streams,
-            max_keepalive_connections=connections + streams,
-        )
+        # Bytes move in worker threads (transport.py): httpx under trio would parse
+        # every body on the trio thread, which also serves the kernel.
+        pool = ConnectionPool(Endpoint.from_url(base_url, timeout, verify), connections + streams)
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout),
-            limits=limits,
             follow_redirects=False,  # the key must never travel to another host
-            verify=verify,
-            transport=httpx.AsyncHTTPTransport(retries=1, limits=limits, verify=verify),
+            transport=ThreadTransport(pool),
         )
         self._limiter = trio.CapacityLimiter(connections)
         self._stream_limiter = trio.CapacityLimiter(streams)
         self._use_extract: bool | None = None  # None until the server tells
         self.stats = ClientStats()
         auth = {k: v for k, v in headers.items() if k == "Authorization"}
-        self._ranges = RangePool(Endpoint.from_url(base_url, auth, timeout, verify), streams)
+        self._ranges = RangePool(pool, self.prefix, auth, streams)
 
     async def aclose(self) -> None:
         self._ranges.close()

@@ -19,13 +19,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
-import queue
 import re
 import socket
-import ssl
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import trio
 
@@ -38,6 +34,7 @@ from .errors import (
     ServerError,
     ServerUnreachable,
 )
+from .transport import ConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -49,46 +46,6 @@ CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 class JobAborted(LrrError):
     """The reader gave the job up (it moved elsewhere, or the file was closed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where and how to send Range requests: from the client's base URL and key."""
-
-    scheme: str
-    host: str
-    port: int
-    prefix: str
-    headers: tuple[tuple[str, str], ...]  # Authorization when there is a key
-    timeout: float
-    verify: bool
-
-    @classmethod
-    def from_url(
-        cls, base_url: str, headers: dict[str, str], timeout: float, verify: bool
-    ) -> Endpoint:
-        parts = urlsplit(base_url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return cls(
-            parts.scheme,
-            parts.hostname or "",
-            port,
-            parts.path.rstrip("/"),
-            tuple(headers.items()),
-            timeout,
-            verify,
-        )
-
-    def connect(self) -> http.client.HTTPConnection:
-        if self.scheme == "https":
-            context = ssl.create_default_context()
-            if not self.verify:  # only when the user asked for it
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            return http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.timeout, context=context
-            )
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
 
 class RangeJob:
@@ -174,12 +131,18 @@ class RangeJob:
 
 
 class RangePool:
-    """Worker threads and keep-alive connections for Range requests to one server."""
+    """Worker threads sending Range requests for `/download` to one server.
 
-    def __init__(self, endpoint: Endpoint, workers: int) -> None:
-        self._endpoint = endpoint
+    The pool's size is the gate: at most `workers` Range requests are in flight.
+    """
+
+    def __init__(
+        self, connections: ConnectionPool, prefix: str, headers: dict[str, str], workers: int
+    ) -> None:
+        self._connections = connections
+        self._prefix = prefix
+        self._headers = tuple(headers.items())  # the Authorization header, if any
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="lrrfs-range")
-        self._idle: queue.SimpleQueue[http.client.HTTPConnection] = queue.SimpleQueue()
         self._jobs: set[RangeJob] = set()
 
     def submit(self, arcid: str, start: int, buffer: memoryview, total: int) -> RangeJob:
@@ -197,8 +160,6 @@ class RangePool:
         for job in list(self._jobs):
             job.abort()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        while not self._idle.empty():
-            self._idle.get_nowait().close()
 
     # -- in a worker thread -----------------------------------------------------
 
@@ -209,17 +170,16 @@ class RangePool:
             if job.aborted:
                 error = JobAborted(f"{job.what}: given up")
                 break
-            conn, reused = self._connection()
-            before = job.filled
+            conn = self._connections.take()
             try:
                 if self._transfer(conn, job):
-                    self._idle.put(conn)
+                    self._connections.give(conn)
                 else:
                     conn.close()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if job.aborted or (reused and job.filled == before):
-                    continue  # a kept-alive connection the server had closed: no failure
+                if job.aborted:
+                    continue
                 failures += 1
                 reason = f"{job.what}: {type(exc).__name__}: {exc}".rstrip(": ")
                 if failures > RECONNECTS:
@@ -236,13 +196,6 @@ class RangePool:
                 job._sock = None
         job.finish(error)
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle kept-alive connection (True), or a new one (False)."""
-        try:
-            return self._idle.get_nowait(), True
-        except queue.Empty:
-            return self._endpoint.connect(), False
-
     def _transfer(self, conn: http.client.HTTPConnection, job: RangeJob) -> bool:
         """One request for what the job still lacks; raises on any mismatch.
 
@@ -250,15 +203,12 @@ class RangePool:
         """
         first = job.start + job.filled
         last = job.start + job.length - 1
-        endpoint = self._endpoint
         conn.putrequest(
-            "GET",
-            f"{endpoint.prefix}/api/archives/{job.arcid}/download",
-            skip_accept_encoding=True,
+            "GET", f"{self._prefix}/api/archives/{job.arcid}/download", skip_accept_encoding=True
         )
         conn.putheader("Range", f"bytes={first}-{last}")
         conn.putheader("Accept-Encoding", "identity")
-        for name, value in endpoint.headers:
+        for name, value in self._headers:
             conn.putheader(name, value)
         conn.endheaders()
         job._sock = conn.sock

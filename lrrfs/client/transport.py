@@ -1,0 +1,264 @@
+"""An httpx transport that moves bytes in worker threads, with plain `http.client`.
+
+Under trio, httpx parses every response on the trio thread: about 1 ms of a
+core per 200 KB page, where a worker thread doing blocking `http.client` I/O
+(socket reads release the GIL) costs the trio thread a fifth of that. So the
+client keeps httpx for what it is good at (requests, headers, decoding,
+redirects switched off) and this transport sends each request from a worker
+thread over a kept-alive connection.
+
+Every wait has a bound: sockets time out after the client's timeout, and a
+request cancelled on the trio side (the client's deadline) shuts its socket so
+that its thread ends at once. Connections to the one server are pooled and
+shared with the archive reader's Range requests (`ranges.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import queue
+import select
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+log = logging.getLogger(__name__)
+
+WHOLE_BODY = 8 << 20  # bodies up to this size are read in one go; longer ones stream
+STREAM_CHUNK = 256 << 10
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the server is, and how long a socket may wait for it."""
+
+    scheme: str
+    host: str
+    port: int
+    timeout: float
+    verify: bool
+
+    @classmethod
+    def from_url(cls, base_url: str, timeout: float, verify: bool) -> Endpoint:
+        parts = urlsplit(base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(parts.scheme, parts.hostname or "", port, timeout, verify)
+
+    def connect(self) -> http.client.HTTPConnection:
+        """A new connection (it connects on its first request)."""
+        if self.scheme == "https":
+            context = ssl.create_default_context()
+            if not self.verify:  # only when the user asked for it
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=context
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+
+class ConnectionPool:
+    """Kept-alive connections to one server, shared by worker threads."""
+
+    def __init__(self, endpoint: Endpoint, keep: int) -> None:
+        self.endpoint = endpoint
+        self._keep = keep
+        self._idle: queue.SimpleQueue[http.client.HTTPConnection] = queue.SimpleQueue()
+
+    def take(self) -> http.client.HTTPConnection:
+        """An idle connection the server has not closed, or a new one."""
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return self.endpoint.connect()
+            if conn.sock is not None and not _readable(conn.sock):
+                return conn
+            conn.close()  # closed by the server (or sending unasked-for bytes): useless
+
+    def give(self, conn: http.client.HTTPConnection) -> None:
+        if self._idle.qsize() < self._keep:
+            self._idle.put(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: the server's close."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+async def in_thread(work: Callable[[], T], abort: Callable[[], None]) -> T:
+    """`work()` in a worker thread; if the caller is cancelled, `abort()` makes it end."""
+    try:
+        return await trio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except BaseException:
+        abort()
+        raise
+
+
+def transport_error(exc: BaseException, connected: bool) -> httpx.TransportError:
+    """The httpx error a failure of `http.client` stands for (the client knows these)."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return httpx.ReadTimeout(text) if connected else httpx.ConnectTimeout(text)
+    if not connected:
+        return httpx.ConnectError(text)
+    if isinstance(exc, http.client.HTTPException):
+        return httpx.RemoteProtocolError(text)
+    return httpx.ReadError(text)
+
+
+class _Exchange:
+    """One request and its response on one pooled connection, in worker threads."""
+
+    def __init__(self, pool: ConnectionPool, request: httpx.Request, body: bytes) -> None:
+        self._pool = pool
+        self._request = request
+        self._body = body
+        self._conn: http.client.HTTPConnection | None = None
+        self._response: http.client.HTTPResponse | None = None
+        self._aborted = False
+
+    def send(self) -> tuple[http.client.HTTPResponse, bytes | None]:
+        """Send, and read the head (and a short body whole)."""
+        conn = self._conn = self._pool.take()
+        try:
+            response = self._roundtrip(conn)
+        except (OSError, http.client.HTTPException) as exc:
+            connected = conn.sock is not None
+            conn.close()
+            raise transport_error(exc, connected) from None
+        self._response = response
+        length = response.length
+        if length is not None and length <= WHOLE_BODY:
+            return response, self.read_rest()
+        return response, None
+
+    def _roundtrip(self, conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        request = self._request
+        target = request.url.raw_path.decode("ascii")
+        conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
+        for name, value in request.headers.raw:
+            conn.putheader(name.decode("latin-1"), value.decode("latin-1"))
+        sends_body = self._body or request.method in ("POST", "PUT", "PATCH")
+        if sends_body and "content-length" not in request.headers:
+            conn.putheader("Content-Length", str(len(self._body)))
+        conn.endheaders(self._body or None)
+        if self._aborted:
+            raise ConnectionAbortedError("given up")
+        return conn.getresponse()
+
+    def read_chunk(self) -> bytes:
+        """The next piece of the body (b"" at its end)."""
+        assert self._response is not None
+        try:
+            chunk = self._response.read(STREAM_CHUNK)
+        except (OSError, http.client.HTTPException) as exc:
+            self.discard()
+            raise transport_error(exc, True) from None
+        if not chunk:
+            self._finished()
+        return chunk
+
+    def read_rest(self) -> bytes:
+        assert self._response is not None
+        try:
+            data = self._response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.discard()
+            raise transport_error(exc, True) from None
+        self._finished()
+        return data
+
+    def _finished(self) -> None:
+        """The whole body was read: the connection serves the next request."""
+        conn, self._conn = self._conn, None
+        response = self._response
+        if conn is not None and response is not None:
+            if response.isclosed() and not response.will_close:
+                self._pool.give(conn)
+            else:
+                conn.close()
+
+    def discard(self) -> None:
+        """Drop the connection (a body left half read cannot be reused)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def abort(self) -> None:
+        """From the trio thread: make a blocked worker return at once."""
+        self._aborted = True
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _BodyStream(httpx.AsyncByteStream):
+    def __init__(self, exchange: _Exchange, body: bytes | None) -> None:
+        self._exchange = exchange
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        exchange = self._exchange
+        while chunk := await in_thread(exchange.read_chunk, exchange.abort):
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._body is None:
+            self._exchange.discard()  # closing early: the rest of the body is not wanted
+
+
+class ThreadTransport(httpx.AsyncBaseTransport):
+    """Sends httpx requests with `http.client` from worker threads."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        exchange = _Exchange(self._pool, request, body)
+        response, content = await in_thread(exchange.send, exchange.abort)
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.getheaders()
+        ]
+        return httpx.Response(
+            response.status,
+            headers=headers,
+            stream=_BodyStream(exchange, content),
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": response.reason.encode("latin-1", "replace"),
+            },
+        )
+
+    async def aclose(self) -> None:
+        self._pool.close()
