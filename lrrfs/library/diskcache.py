@@ -22,6 +22,7 @@ also sees what other mounts wrote).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -32,6 +33,8 @@ import zlib
 from collections import deque
 from pathlib import Path
 
+import trio
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"LRRFS\x01\x00\x00"
@@ -41,6 +44,7 @@ TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 600.0  # a temp file this old was left by a crash
 LOW_WATER = 0.9  # eviction stops at this share of the cap
 QUEUE_BYTES = 64 << 20  # writes waiting for the writer thread, at most
+WRITER_NICENESS = 10
 
 
 def default_cache_root() -> Path:
@@ -73,6 +77,7 @@ class DiskCache:
         self._wakeup = threading.Condition(self._lock)
         self._closed = False
         self._evicting = False
+        self._folders: set[Path] = set()  # made already (by this process)
         self._writer = threading.Thread(target=self._write_loop, name="lrrfs-cache", daemon=True)
         self._writer.start()
         self._start_eviction()  # learns the usage left by earlier mounts
@@ -103,6 +108,14 @@ class DiskCache:
             os.utime(path)  # recently used: evicted last
         return data
 
+    async def read(self, kind: str, key: str, timeout: float) -> bytes | None:
+        """`get` in a worker thread, so that a slow disk never stalls the mount; None
+        if the disk does not answer within `timeout` seconds."""
+        with trio.move_on_after(timeout):
+            return await trio.to_thread.run_sync(self.get, kind, key, abandon_on_cancel=True)
+        log.warning("disk cache: no answer from the disk within %g s", timeout)
+        return None
+
     @staticmethod
     def _unpack(blob: bytes) -> bytes | None:
         if len(blob) < HEADER.size:
@@ -119,15 +132,21 @@ class DiskCache:
         """Write the blob now (blocking)."""
         path = self.path(kind, key)
         header = HEADER.pack(MAGIC, len(data), zlib.crc32(data))
-        path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}"
         try:
-            with open(temp, "wb") as handle:
-                handle.write(header)
-                handle.write(data)
+            if path.parent not in self._folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if os.writev(fd, [header, data]) != len(header) + len(data):
+                    raise OSError(errno.ENOSPC, "short write")
+            finally:
+                os.close(fd)
             os.replace(temp, path)
         except OSError as exc:
             log.warning("disk cache: cannot write %s: %s", path, exc.strerror)
+            self._folders.discard(path.parent)  # deleted under us, maybe: make it again
             with contextlib.suppress(OSError):
                 temp.unlink()
             return
@@ -160,6 +179,9 @@ class DiskCache:
             self._wakeup.notify_all()
 
     def _write_loop(self) -> None:
+        # Writing the cache is never urgent: leave the CPU to the readers first.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
         while True:
             with self._lock:
                 while not self._queue and not self._closed:

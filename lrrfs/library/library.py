@@ -13,14 +13,13 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import trio
 from cachetools import LRUCache
 
 from ..client import (
     ArchiveMeta,
-    BadResponse,
     LrrClient,
     LrrError,
     NotFound,
@@ -32,6 +31,7 @@ from .diskcache import DiskCache
 from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
 from .names import NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
+from .pagestore import Page, PageSet, PageStore
 from .prefetch import Prefetcher
 from .reader import ArchiveReader, BufferPool
 from .singleflight import SingleFlight
@@ -39,6 +39,8 @@ from .zipindex import (
     TAIL_BYTES,
     NeedZip64Record,
     NotAZip,
+    ZipMember,
+    ZipSpan,
     locate_directory,
     parse_directory,
     parse_zip64_record,
@@ -52,13 +54,6 @@ ZIP_EXTENSIONS = frozenset({"zip", "cbz"})
 SIZE_FETCHES = 4  # pages fetched at once when sizes must come from the pages themselves
 INDEX_KEY = "archives"
 PAGE_NAME_RE = re.compile(r"\d{3,}\.[a-z0-9]{1,5}")
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    name: str
-    ref: PageRef
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +73,7 @@ class Archive:
     named_for: str = ""  # the title the folder name was made from
     pages: list[Page] | None = None
     page_index: dict[str, int] | None = None
+    pages_from_disk: bool = False  # the page list came from the disk cache
     file: ArchiveFile | None = None
     document: MetadataDocument = field(default_factory=MetadataDocument)
 
@@ -145,7 +141,7 @@ class Library:
         self._by_name: dict[str, str] = {}
         self._pinned: dict[str, int] = {}  # arcid -> open editors: its folder keeps its name
         self._sorted_names: list[str] = []
-        self._pages: LRUCache[tuple[str, int], bytes] = LRUCache(cache_bytes, getsizeof=len)
+        self._store = PageStore(client, disk, cache_bytes)
         self._thumbs: LRUCache[str, _Thumb] = LRUCache(
             thumbnail_cache_bytes, getsizeof=lambda t: len(t.data)
         )
@@ -153,7 +149,7 @@ class Library:
         self._placeholder_retry = placeholder_retry
         self._flights: SingleFlight[object] = SingleFlight()
         self._buffers = BufferPool()
-        self.prefetcher = Prefetcher(self._prefetch_page)
+        self.prefetcher = Prefetcher(self._prefetch_pages)
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
 
     def attach(self, nursery: trio.Nursery) -> None:
@@ -318,7 +314,7 @@ class Library:
 
     def cache_usage(self) -> tuple[int, int]:
         """Bytes of pages held in memory, and the most it may hold."""
-        return int(self._pages.currsize), int(self._pages.maxsize)
+        return self._store.usage()
 
     def find(self, name: str) -> Archive | None:
         arcid = self._by_name.get(name)
@@ -374,34 +370,37 @@ class Library:
         cached = await self._disk_get("pages", key)
         if cached is not None:
             try:
-                refs, sizes = decode_pages(cached)
-                return self._named_pages(refs, sizes)
-            except ValueError:
+                pages = self._named_pages(*decode_pages(cached))
+                archive.pages_from_disk = True
+                return pages
+            except (ValueError, TypeError):
                 log.warning("disk cache: the page list of %s is unusable", archive.name)
         refs = await self.client.page_list(archive.arcid)
-        sizes = await self._page_sizes(archive, refs)
-        if self.disk is not None:
-            self.disk.put_later("pages", key, encode_pages(refs, sizes))
-        return self._named_pages(refs, sizes)
+        members = await self._page_members(archive, refs)
+        self._disk_put("pages", key, encode_pages(refs, members))
+        return self._named_pages(refs, members)
 
-    def _named_pages(self, refs: list[PageRef], sizes: dict[int, int]) -> list[Page]:
+    def _named_pages(self, refs: list[PageRef], members: dict[int, ZipMember]) -> list[Page]:
         names = page_names(refs, force_extension="jpg" if self._resized else None)
-        return [Page(names[i], ref, sizes[i]) for i, ref in enumerate(refs)]
+        return [Page(names[i], ref, members[i].size, members[i].span) for i, ref in enumerate(refs)]
 
-    async def _page_sizes(self, archive: Archive, refs: list[PageRef]) -> dict[int, int]:
-        """Every page's exact size: from the zip's directory, else from the pages."""
-        resized = self._resized
-        sizes: dict[int, int] = {}
-        if refs and not resized:
-            sizes = await self._sizes_from_zip(archive, refs)
-        missing = [i for i in range(len(refs)) if i not in sizes]
+    async def _page_members(self, archive: Archive, refs: list[PageRef]) -> dict[int, ZipMember]:
+        """Every page's exact size (and place in a zip): from the zip's directory, else
+        from the pages themselves."""
+        members: dict[int, ZipMember] = {}
+        if refs and not self._resized:
+            members = await self._members_from_zip(archive, refs)
+        missing = [i for i in range(len(refs)) if i not in members]
         if missing:
             log.debug("%s: sizing %d pages by fetching them", archive.name, len(missing))
-            sizes.update(await self._sizes_from_pages(archive, refs, missing))
-        return sizes
+            sizes = await self._sizes_from_pages(archive, refs, missing)
+            members.update((i, ZipMember((), size)) for i, size in sizes.items())
+        return members
 
-    async def _sizes_from_zip(self, archive: Archive, refs: list[PageRef]) -> dict[int, int]:
-        """Page sizes from the zip's central directory, or {} if that cannot work."""
+    async def _members_from_zip(
+        self, archive: Archive, refs: list[PageRef]
+    ) -> dict[int, ZipMember]:
+        """The pages' zip members from the central directory, or {} if that cannot work."""
         extension = (archive.meta.extension or "").lower()
         try:
             if extension and extension not in ZIP_EXTENSIONS:
@@ -414,15 +413,22 @@ class Library:
             log.info("%s: no zip directory (%s); sizing pages by fetching them", archive.name, exc)
             return {}
         old_server = self.info is not None and not self.info.has_files_route
-        by_name: dict[str, int] = {}
+        by_name: dict[str, ZipMember] = {}
+        doubles: set[str] = set()  # which of two members the server serves is its choice
         for member in members:
-            for name in member.names:
-                by_name.setdefault(name, member.size)
-                if old_server:
-                    by_name.setdefault(old_server_path(name), member.size)
-        return {i: by_name[ref.path] for i, ref in enumerate(refs) if ref.path in by_name}
+            for name in {
+                *member.names,
+                *(map(old_server_path, member.names) if old_server else ()),
+            }:
+                if name in by_name:
+                    doubles.add(name)
+                by_name.setdefault(name, member)
+        found = {i: by_name[ref.path] for i, ref in enumerate(refs) if ref.path in by_name}
+        return {
+            i: ZipMember((), m.size) if refs[i].path in doubles else m for i, m in found.items()
+        }
 
-    async def _zip_members(self, arcid: str, size: int) -> list:
+    async def _zip_members(self, arcid: str, size: int) -> list[ZipMember]:
         if size < 22:
             raise NotAZip("too short for a zip")
         start = max(0, size - TAIL_BYTES)
@@ -441,7 +447,7 @@ class Library:
             data = tail[directory.offset - start : end - start]
         else:
             data, _ = await self.client.download_range(arcid, directory.offset, end - 1)
-        return parse_directory(data)
+        return parse_directory(data, directory)
 
     async def _sizes_from_pages(
         self, archive: Archive, refs: list[PageRef], indexes: list[int]
@@ -458,66 +464,42 @@ class Library:
                     data = await self.client.page(archive.arcid, refs[index])
                     self._disk_put("page", key, data)
             sizes[index] = len(data)
-            self._remember_page((archive.arcid, index), data)
+            self._store.remember(archive.arcid, index, data)
 
         async with trio.open_nursery() as nursery:
             for index in indexes:
                 nursery.start_soon(fetch, index)
         return sizes
 
-    def _remember_page(self, key: tuple[str, int], data: bytes) -> None:
-        if len(data) <= self._pages.maxsize:
-            self._pages[key] = data
-
     async def page_data(self, arcid: str, index: int) -> bytes:
         """A user reads a page: its bytes, from the caches or the server; never of
         another length. The next pages start coming in the background."""
-        data = self._pages.get((arcid, index))
+        data = self._store.cached(arcid, index)
         if data is None:
-            data = await self._page(arcid, index)
+            data = await self._store.get(await self._page_set(arcid), index)
         pages = self.get(arcid).pages
-        self.prefetcher.reading(arcid, index, len(pages) if pages else 0)
+        if pages:
+            self.prefetcher.reading(arcid, index, len(pages), pages[index].size)
         return data
 
-    async def _prefetch_page(self, arcid: str, index: int) -> None:
-        """A page fetched ahead of the reader: into the caches, not a read."""
-        if (arcid, index) not in self._pages:
-            await self._page(arcid, index)
+    async def _prefetch_pages(self, arcid: str, indexes: list[int]) -> None:
+        """Pages fetched ahead of the reader: into the caches, not a read."""
+        await self._store.prefetch(await self._page_set(arcid), indexes)
 
-    async def _page(self, arcid: str, index: int) -> bytes:
-        data = await self._flights.run(
-            ("page", arcid, index), lambda: self._load_page(arcid, index)
-        )
-        return data  # type: ignore[return-value]
-
-    async def _load_page(self, arcid: str, index: int) -> bytes:
-        """A page from the disk cache or the server, checked against its listed size."""
+    async def _page_set(self, arcid: str) -> PageSet:
         archive = self.get(arcid)
-        page = (await self.pages(arcid))[index]
-        key = f"{self._pages_key(archive)}/{page.ref.path}"
-        data = await self._disk_get("page", key)
-        if data is None or len(data) != page.size:
-            data = await self.client.page(arcid, page.ref)
-            if len(data) != page.size:
-                raise BadResponse(
-                    f"{archive.name}/{page.name}: the server sent {len(data)} bytes "
-                    f"where the listing said {page.size}; refusing to serve them"
-                )
-            self._disk_put("page", key, data)
-        self._remember_page((arcid, index), data)
-        return data
+        pages = await self.pages(arcid)
+        size = archive.file.size if archive.file is not None else archive.meta.size
+        return PageSet(
+            arcid, archive.name, self._pages_key(archive), pages, size, archive.pages_from_disk
+        )
 
     # -- the disk cache -------------------------------------------------------------
 
     async def _disk_get(self, kind: str, key: str) -> bytes | None:
-        """A blob from the disk cache, read in a thread (a slow disk never stalls the
-        mount); None when absent, damaged or slower than the server's timeout."""
         if self.disk is None:
             return None
-        with trio.move_on_after(self.client.timeout):
-            return await trio.to_thread.run_sync(self.disk.get, kind, key, abandon_on_cancel=True)
-        log.warning("disk cache: no answer from the disk within %g s", self.client.timeout)
-        return None
+        return await self.disk.read(kind, key, self.client.timeout)
 
     def _disk_put(self, kind: str, key: str, data: bytes) -> None:
         if self.disk is not None:
@@ -588,22 +570,24 @@ class Library:
         return ArchiveReader(self.client, arcid, file.size, self._buffers)
 
 
-def encode_pages(refs: list[PageRef], sizes: dict[int, int]) -> bytes:
-    """A page list with its sizes, for the disk cache."""
-    rows = [[ref.path, ref.url, sizes[i]] for i, ref in enumerate(refs)]
+def encode_pages(refs: list[PageRef], members: dict[int, ZipMember]) -> bytes:
+    """A page list with sizes and zip places, for the disk cache."""
+    rows = []
+    for i, ref in enumerate(refs):
+        span = members[i].span
+        rows.append([ref.path, ref.url, members[i].size, None if span is None else astuple(span)])
     return json.dumps(rows, ensure_ascii=False).encode("utf-8")
 
 
-def decode_pages(blob: bytes) -> tuple[list[PageRef], dict[int, int]]:
-    """The page list and sizes of `encode_pages`; ValueError if it is not one."""
-    rows = json.loads(blob)
-    refs, sizes = [], {}
-    for i, (path, url, size) in enumerate(rows):
+def decode_pages(blob: bytes) -> tuple[list[PageRef], dict[int, ZipMember]]:
+    """What `encode_pages` wrote; ValueError or TypeError if it is not that."""
+    refs, members = [], {}
+    for i, (path, url, size, span) in enumerate(json.loads(blob)):
         if not (isinstance(path, str) and isinstance(url, str) and isinstance(size, int)):
             raise ValueError("not a page row")
         refs.append(PageRef(path, url))
-        sizes[i] = size
-    return refs, sizes
+        members[i] = ZipMember((), size, None if span is None else ZipSpan(*map(int, span)))
+    return refs, members
 
 
 def archive_file_name(name: str) -> str:

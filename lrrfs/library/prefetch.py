@@ -1,7 +1,11 @@
 """Fetching the pages a reader will want next, in the background.
 
 A reader moving through an archive (an image viewer, `cat *`) keeps a cursor:
-the next `depth` pages after the one read are fetched, `parallel` at a time.
+the next pages after the one read are fetched, `depth` of them at first; when
+the reader has used half of them, the window doubles (up to `MAX_DEPTH` pages
+or `AHEAD_BYTES`) and moves on, so pages are asked for in batches that grow
+(the library fetches consecutive zip members of a batch with one request),
+`parallel` batches at a time.
 Reading on moves the cursor's end along; a jump elsewhere, or reading another
 archive, gives the old cursor up (its fetches are cancelled), and only the
 latest `cursors` cursors run at all. What is fetched lands in the caches; it
@@ -23,8 +27,10 @@ import trio
 
 log = logging.getLogger(__name__)
 
-DEPTH = 6  # pages fetched ahead of the page being read
-PARALLEL = 3  # fetches in flight per cursor
+DEPTH = 4  # pages fetched ahead of the page being read, at first
+MAX_DEPTH = 32  # ... at most
+AHEAD_BYTES = 32 << 20  # ... and no more bytes than this (they must fit the memory cache)
+PARALLEL = 2  # batches in flight per cursor
 CURSORS = 2  # cursors running at once; the oldest is given up
 BACKWARD = 2  # reading this far behind the cursor still counts as reading on
 
@@ -33,17 +39,18 @@ BACKWARD = 2  # reading this far behind the cursor still counts as reading on
 class _Cursor:
     last: int  # the page read most recently
     end: int  # fetch pages below this
+    depth: int  # how far ahead of `last` the window reaches when it moves
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     more: trio.Event = field(default_factory=trio.Event)
     next: int = 0  # the next page to fetch
 
 
 class Prefetcher:
-    """Keeps the next pages coming; `fetch(arcid, index)` puts one page in the caches."""
+    """Keeps the next pages coming; `fetch(arcid, indexes)` puts pages in the caches."""
 
     def __init__(
         self,
-        fetch: Callable[[str, int], Awaitable[None]],
+        fetch: Callable[[str, list[int]], Awaitable[None]],
         *,
         depth: int = DEPTH,
         parallel: int = PARALLEL,
@@ -60,22 +67,24 @@ class Prefetcher:
         """Start working: background fetches run in `nursery` (none before)."""
         self._nursery = nursery
 
-    def reading(self, arcid: str, index: int, count: int) -> None:
-        """A reader is at page `index` of an archive of `count` pages."""
+    def reading(self, arcid: str, index: int, count: int, page_bytes: int) -> None:
+        """A reader is at page `index` (of `page_bytes`) of an archive of `count` pages."""
         if self._nursery is None or self.depth <= 0:
             return
-        end = min(count, index + 1 + self.depth)
         cursor = self._cursors.get(arcid)
         if cursor is not None and cursor.last - BACKWARD <= index <= cursor.end:
             cursor.last = max(cursor.last, index)
-            if end > cursor.end:
-                cursor.end = end
+            if cursor.end - cursor.last <= cursor.depth // 2 and cursor.end < count:
+                limit = max(self.depth, min(MAX_DEPTH, AHEAD_BYTES // max(1, page_bytes)))
+                cursor.depth = min(limit, cursor.depth * 2)
+                cursor.end = min(count, cursor.last + 1 + cursor.depth)
                 cursor.more.set()
             self._cursors.move_to_end(arcid)
             return
         if cursor is not None:
             self._give_up(arcid)
-        cursor = _Cursor(last=index, end=end, next=index + 1)
+        end = min(count, index + 1 + self.depth)
+        cursor = _Cursor(last=index, end=end, depth=self.depth, next=index + 1)
         self._cursors[arcid] = cursor
         self._nursery.start_soon(self._run, arcid, cursor)
         while len(self._cursors) > self._max_cursors:
@@ -94,17 +103,19 @@ class Prefetcher:
             slots = trio.Semaphore(self._parallel)
             async with trio.open_nursery() as nursery:
                 while True:
-                    while cursor.next < cursor.end:
+                    if cursor.next < cursor.end:
                         await slots.acquire()
-                        nursery.start_soon(self._one, arcid, cursor.next, slots)
-                        cursor.next += 1
-                    cursor.more = trio.Event()
-                    await cursor.more.wait()
+                        batch = list(range(cursor.next, cursor.end))
+                        cursor.next = cursor.end
+                        nursery.start_soon(self._batch, arcid, batch, slots)
+                    else:
+                        cursor.more = trio.Event()
+                        await cursor.more.wait()
 
-    async def _one(self, arcid: str, index: int, slots: trio.Semaphore) -> None:
+    async def _batch(self, arcid: str, indexes: list[int], slots: trio.Semaphore) -> None:
         try:
-            await self._fetch(arcid, index)
+            await self._fetch(arcid, indexes)
         except Exception as exc:  # a prefetch failing is no one's error: the read will retry
-            log.debug("prefetch of page %d of %s failed: %s", index + 1, arcid, exc)
+            log.debug("prefetch of pages %s of %s failed: %s", indexes, arcid, exc)
         finally:
             slots.release()

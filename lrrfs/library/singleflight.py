@@ -42,6 +42,32 @@ class SingleFlight(Generic[T]):
     def running(self, key: Hashable) -> bool:
         return key in self._calls
 
+    async def run_many(
+        self, keys: list[Hashable], fetch: Callable[[], Awaitable[dict[Hashable, T]]]
+    ) -> None:
+        """Fetch several keys with one call (the caller checked that none is running);
+        an asker of any of them gets its share. A key the call did not deliver leaves its
+        askers to fetch it themselves."""
+        calls: dict[Hashable, _Call[T]] = {key: _Call() for key in keys}
+        self._calls.update(calls)
+        try:
+            results = await fetch()
+            for key, call in calls.items():
+                call.result = results.get(key)
+                call.cancelled = key not in results
+        except Exception as exc:
+            for call in calls.values():
+                call.error = exc
+            raise
+        except BaseException:
+            for call in calls.values():
+                call.cancelled = True
+            raise
+        finally:
+            for key, call in calls.items():
+                del self._calls[key]
+                call.done.set()
+
     async def _lead(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
         call: _Call[T] = _Call()
         self._calls[key] = call

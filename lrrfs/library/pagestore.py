@@ -1,0 +1,215 @@
+"""Pages' bytes: from memory, else the disk cache, else the server.
+
+From the server, a page of a zip archive is read straight out of the archive
+file when its directory says where it lies (a Range request of `/download`,
+inflated if need be, checked against the directory's size and CRC-32), and
+consecutive pages come with one request: a real LANraragi server spends about
+5 ms of CPU on every page request, which reopens the archive, and a third of
+that on a Range request. Any other page, or any archive where that check
+fails once, goes through the page API. Either way a page never has another
+length than its listing said.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import trio
+from cachetools import LRUCache
+
+from ..client import BadResponse, LrrClient, PageRef, ServerUnreachable
+from .diskcache import DiskCache
+from .singleflight import SingleFlight
+from .zipindex import NotAZip, ZipSpan, extract
+
+log = logging.getLogger(__name__)
+
+BATCH_BYTES = 4 << 20  # consecutive zip members asked for with one Range request, at most
+PARALLEL = 3  # requests in flight for one prefetch
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    name: str
+    ref: PageRef
+    size: int
+    span: ZipSpan | None = None  # where it lies in the archive file, for a zip member
+
+
+@dataclass(frozen=True, slots=True)
+class PageSet:
+    """One archive's pages, and what the caches file them under."""
+
+    arcid: str
+    title: str  # for messages
+    key: str  # the disk cache's prefix for this archive's pages
+    pages: list[Page]
+    file_size: int | None  # the archive file's length, when known
+    maybe_on_disk: bool = True  # False: the page list itself was not there, nor its pages
+
+
+class PageStore:
+    """Page bytes by (arcid, index), fetched once however many ask at once."""
+
+    def __init__(self, client: LrrClient, disk: DiskCache | None, memory_bytes: int) -> None:
+        self._client = client
+        self._disk = disk
+        self._memory: LRUCache[tuple[str, int], bytes] = LRUCache(memory_bytes, getsizeof=len)
+        self._flights: SingleFlight[bytes] = SingleFlight()
+        self._no_spans: set[str] = set()  # archives whose zip members did not check out
+
+    def cached(self, arcid: str, index: int) -> bytes | None:
+        return self._memory.get((arcid, index))
+
+    def remember(self, arcid: str, index: int, data: bytes) -> None:
+        if len(data) <= self._memory.maxsize:
+            self._memory[(arcid, index)] = data
+
+    def usage(self) -> tuple[int, int]:
+        return int(self._memory.currsize), int(self._memory.maxsize)
+
+    async def get(self, pages: PageSet, index: int) -> bytes:
+        data = self._memory.get((pages.arcid, index))
+        if data is None:
+            data = await self._flights.run(
+                (pages.arcid, index), lambda: self._load_one(pages, index)
+            )
+        return data
+
+    async def prefetch(self, pages: PageSet, indexes: list[int]) -> None:
+        """Bring pages into the caches, consecutive zip members a batch at a time."""
+        wanted = [
+            i for i in indexes if 0 <= i < len(pages.pages) and not self._busy(pages.arcid, i)
+        ]
+        limiter = trio.CapacityLimiter(PARALLEL)
+
+        async def fetch(run: list[int]) -> None:
+            async with limiter:
+                # Meanwhile a reader may have asked for some of them: theirs now.
+                run = [i for i in run if not self._busy(pages.arcid, i)]
+                keys: list[Hashable] = [(pages.arcid, i) for i in run]
+                if keys:
+                    await self._flights.run_many(keys, lambda: self._load(pages, run))
+
+        async with trio.open_nursery() as nursery:
+            for run in self._runs(pages, wanted):
+                nursery.start_soon(fetch, run)
+
+    def _busy(self, arcid: str, index: int) -> bool:
+        """In memory already, or on its way."""
+        return (arcid, index) in self._memory or self._flights.running((arcid, index))
+
+    async def _load_one(self, pages: PageSet, index: int) -> bytes:
+        return (await self._load(pages, [index]))[(pages.arcid, index)]
+
+    async def _load(self, pages: PageSet, indexes: list[int]) -> dict[Hashable, bytes]:
+        found: dict[int, bytes] = {}
+        for i in indexes:
+            data = await self._from_disk(pages, i)
+            if data is not None:
+                found[i] = data
+        missing = [i for i in indexes if i not in found]
+        for run in self._runs(pages, missing):
+            downloaded = await self._download(pages, run)
+            for i, data in downloaded.items():
+                if self._disk is not None:
+                    self._disk.put_later("page", self._disk_key(pages, i), data)
+            found.update(downloaded)
+        for i, data in found.items():
+            self.remember(pages.arcid, i, data)
+        return {(pages.arcid, i): data for i, data in found.items()}
+
+    # -- where the bytes come from ------------------------------------------------
+
+    @staticmethod
+    def _disk_key(pages: PageSet, index: int) -> str:
+        return f"{pages.key}/{pages.pages[index].ref.path}"
+
+    async def _from_disk(self, pages: PageSet, index: int) -> bytes | None:
+        if self._disk is None or not pages.maybe_on_disk:
+            return None
+        data = await self._disk.read("page", self._disk_key(pages, index), self._client.timeout)
+        return data if data is not None and len(data) == pages.pages[index].size else None
+
+    def _spans(self, pages: PageSet) -> bool:
+        return pages.arcid not in self._no_spans
+
+    def _runs(self, pages: PageSet, indexes: list[int]) -> list[list[int]]:
+        """`indexes` in groups one request can fetch: consecutive zip members, up to
+        BATCH_BYTES; every other page alone."""
+        runs: list[list[int]] = []
+        listed = pages.pages
+        for i in indexes:
+            span = listed[i].span if self._spans(pages) else None
+            if runs and span is not None and runs[-1][-1] == i - 1:
+                first, previous = listed[runs[-1][0]].span, listed[i - 1].span
+                if (
+                    first is not None
+                    and previous is not None
+                    and previous.end == span.offset
+                    and span.end - first.offset <= BATCH_BYTES
+                ):
+                    runs[-1].append(i)
+                    continue
+            runs.append([i])
+        return runs
+
+    async def _download(self, pages: PageSet, run: list[int]) -> dict[int, bytes]:
+        first, last = pages.pages[run[0]].span, pages.pages[run[-1]].span
+        usable = first is not None and last is not None and pages.file_size is not None
+        if usable and self._spans(pages):
+            try:
+                return await self._from_archive_file(pages, run, first, last)
+            except NotAZip as exc:
+                log.warning(
+                    "%s: pages read from the archive file do not check out (%s); "
+                    "asking the page API instead",
+                    pages.title,
+                    exc,
+                )
+                self._no_spans.add(pages.arcid)
+        return {i: await self._from_page_api(pages, i) for i in run}
+
+    async def _from_archive_file(
+        self, pages: PageSet, run: list[int], first: ZipSpan, last: ZipSpan
+    ) -> dict[int, bytes]:
+        blob = await self._read_range(pages, first.offset, last.end - first.offset)
+        result = {}
+        for i in run:
+            page = pages.pages[i]
+            assert page.span is not None
+            result[i] = extract(blob, first.offset, page.span, page.size)
+        return result
+
+    async def _read_range(self, pages: PageSet, start: int, length: int) -> memoryview:
+        """Bytes of the archive file, through the client's Range workers (no httpx)."""
+        assert pages.file_size is not None
+        buffer = memoryview(bytearray(length))
+        client = self._client
+        job = client.read_range(pages.arcid, start, buffer, pages.file_size)
+        try:
+            with trio.fail_after(client.timeout):
+                await job.wait(length)
+        except trio.TooSlowError:
+            raise ServerUnreachable(
+                f"download of {pages.arcid}: no data for {client.timeout:g} s"
+            ) from None
+        except BadResponse as exc:  # the file changed, or the server sent a wrong range
+            raise NotAZip(str(exc)) from None
+        finally:
+            if not job.done:
+                job.abort()
+            client.forget_range(job)
+        return buffer
+
+    async def _from_page_api(self, pages: PageSet, index: int) -> bytes:
+        page = pages.pages[index]
+        data = await self._client.page(pages.arcid, page.ref)
+        if len(data) != page.size:
+            raise BadResponse(
+                f"{pages.title}/{page.name}: the server sent {len(data)} bytes "
+                f"where the listing said {page.size}; refusing to serve them"
+            )
+        return data
