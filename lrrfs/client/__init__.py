@@ -1,6 +1,6 @@
 """The LANraragi HTTP client: knows the server's API, nothing of FUSE."""
 
-from .api import DownloadStream, LrrClient, parse_archives
+from .api import DownloadStream, LrrClient, iter_archives, parse_archives
 from .errors import (
     AuthRejected,
     BadResponse,
@@ -27,5 +27,6 @@ __all__ = [
     "ServerInfo",
     "ServerUnreachable",
     "Thumbnail",
+    "iter_archives",
     "parse_archives",
 ]

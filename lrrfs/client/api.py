@@ -13,7 +13,7 @@ import html
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -83,20 +83,47 @@ def content_disposition_filename(raw_headers: list[tuple[bytes, bytes]]) -> str 
 
 def parse_archives(body: bytes) -> list[ArchiveMeta]:
     """The archives of a `GET /api/archives` body; malformed entries are skipped."""
+    return list(iter_archives(body))
+
+
+JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def iter_archives(body: bytes) -> Iterator[ArchiveMeta]:
+    """The archives of a `GET /api/archives` body, decoded one at a time: the list of
+    dicts of a 100,000-archive library at once would take 100 MB. Malformed entries are
+    skipped with a warning."""
     what = "archive list"
     try:
-        entries = json.loads(body)
-    except ValueError:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
         raise BadResponse(f"{what}: the answer is not valid JSON") from None
-    if not isinstance(entries, list):
+    decoder = json.JSONDecoder()
+    pos = _skip_space(text, 0)
+    if not text.startswith("[", pos):
         raise BadResponse(f"{what}: the answer is not a JSON array")
-    archives = []
-    for entry in entries:
+    pos = _skip_space(text, pos + 1)
+    closed = text.startswith("]", pos)
+    while not closed:
         try:
-            archives.append(ArchiveMeta.from_json(entry))
+            entry, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            raise BadResponse(f"{what}: the answer is not valid JSON") from None
+        try:
+            yield ArchiveMeta.from_json(entry)
         except BadResponse as exc:
             log.warning("%s: skipping a malformed entry: %s", what, exc)
-    return archives
+        pos = _skip_space(text, pos)
+        closed = text.startswith("]", pos)
+        if not closed and not text.startswith(",", pos):
+            raise BadResponse(f"{what}: the answer is not valid JSON")
+        pos = _skip_space(text, pos + 1) if not closed else pos
+    if _skip_space(text, pos + 1) != len(text):
+        raise BadResponse(f"{what}: the answer is not valid JSON")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    return JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]
 
 
 @dataclass
@@ -557,4 +584,4 @@ class DownloadStream:
                 yield chunk
 
 
-__all__ = ["DownloadStream", "LrrClient", "LrrError", "parse_archives"]
+__all__ = ["DownloadStream", "LrrClient", "LrrError", "iter_archives", "parse_archives"]

@@ -8,6 +8,7 @@ fields are `None` here when the server did not send them.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +53,10 @@ def _optional_str(obj: dict[str, Any], field: str) -> str | None:
 
 
 def split_tags(tags: str) -> tuple[str, ...]:
-    """The server's comma-separated tag string as a tuple of trimmed tags."""
-    return tuple(tag.strip() for tag in tags.split(",") if tag.strip())
+    """The server's comma-separated tag string as a tuple of trimmed tags.
+
+    Tags are interned: a library of 100,000 archives repeats the same few thousand."""
+    return tuple(sys.intern(tag.strip()) for tag in tags.split(",") if tag.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,8 @@ class ArchiveMeta:
         size = _optional_int(obj, "size")
         if size is not None and size < 0:
             raise BadResponse(f"archive {arcid}: negative size")
+        filename = _optional_str(obj, "filename")
+        extension = _optional_str(obj, "extension")
         return cls(
             arcid=arcid,
             title=title,
@@ -97,8 +102,8 @@ class ArchiveMeta:
             progress=_int(obj.get("progress") or 0, "progress"),
             # null on old entries of servers that keep summaries; absent on 0.7
             summary=(_optional_str(obj, "summary") or "") if "summary" in obj else None,
-            filename=_optional_str(obj, "filename"),
-            extension=_optional_str(obj, "extension"),
+            filename=title if filename == title else filename,  # one string, not two
+            extension=None if extension is None else sys.intern(extension),
             size=size,
             lastreadtime=_optional_int(obj, "lastreadtime"),
         )

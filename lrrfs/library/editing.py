@@ -178,6 +178,8 @@ class MetadataDocument:
     nothing, and a later valid save applies it.
     """
 
+    __slots__ = ("_draft", "base", "dirty")  # one per archive: 100,000 of them, maybe
+
     def __init__(self) -> None:
         self._draft: bytearray | None = None
         self.dirty = False  # written since the last save attempt

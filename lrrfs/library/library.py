@@ -25,7 +25,7 @@ from ..client import (
     NotFound,
     PageRef,
     ServerInfo,
-    parse_archives,
+    iter_archives,
 )
 from .diskcache import DiskCache
 from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
@@ -171,7 +171,7 @@ class Library:
         body = await self._disk_get("index", INDEX_KEY)
         if body is not None:
             try:
-                self._apply_body(body, await trio.to_thread.run_sync(parse_archives, body))
+                self._apply_body(body, await trio.to_thread.run_sync(self._parse, body))
                 self.index_from_cache = True
                 return self.info
             except LrrError as exc:
@@ -185,7 +185,7 @@ class Library:
         self.index_from_cache = False
         if self._digest(body) == self._index_digest:
             return Changes()  # not a byte changed: no need to parse 100,000 entries
-        metas = await trio.to_thread.run_sync(parse_archives, body)
+        metas = await trio.to_thread.run_sync(self._parse, body)
         changes = self._apply_body(body, metas)
         if self.disk is not None:
             self.disk.put_later("index", INDEX_KEY, body)
@@ -195,8 +195,20 @@ class Library:
     def _digest(body: bytes) -> bytes:
         return hashlib.blake2b(body, digest_size=16).digest()
 
-    def _apply_body(self, body: bytes, metas: list[ArchiveMeta]) -> Changes:
-        changes = self._apply({meta.arcid: meta for meta in metas})
+    def _parse(self, body: bytes) -> dict[str, ArchiveMeta]:
+        """The archive list, keeping the objects of archives that did not change: a new
+        copy of 100,000 of them would double the index's memory for a while."""
+        known = self._archives
+        metas = {}
+        for meta in iter_archives(body):
+            archive = known.get(meta.arcid)
+            metas[meta.arcid] = (
+                archive.meta if archive is not None and archive.meta == meta else meta
+            )
+        return metas
+
+    def _apply_body(self, body: bytes, metas: dict[str, ArchiveMeta]) -> Changes:
+        changes = self._apply(metas)
         self._index_digest = self._digest(body)
         for arcid, _name in changes.removed:
             self.prefetcher.forget(arcid)

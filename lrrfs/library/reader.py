@@ -16,6 +16,7 @@ the archive's size.
 from __future__ import annotations
 
 import logging
+import mmap
 from dataclasses import dataclass
 
 import trio
@@ -26,32 +27,40 @@ from ..client.ranges import RangeJob
 log = logging.getLogger(__name__)
 
 MIN_PART = 256 << 10  # the smallest request: a random read costs about this much
-MAX_PART = 8 << 20  # the largest request; parts this size are pooled
-MAX_AHEAD = 16 << 20  # bytes asked for beyond the read position, at most
+MAX_PART = 16 << 20  # the largest request; parts this size are pooled
+MAX_AHEAD = 32 << 20  # bytes asked for beyond the read position, at most
 BACKLOG = 2 << 20  # bytes kept behind the read position: the kernel's reads may cross
 READ_BUDGET = 96 << 20  # read-ahead buffers of all open files together
-POOLED = 4  # idle MAX_PART buffers kept for reuse (a fresh one costs page faults)
+POOLED = 2  # idle MAX_PART buffers kept for reuse (a fresh one costs page faults)
+
+
+Buffer = bytearray | mmap.mmap
 
 
 class BufferPool:
-    """Part buffers for all readers: reuses the big ones, counts what is in use."""
+    """Part buffers for all readers: reuses the big ones, counts what is in use.
+
+    Big buffers are anonymous memory maps, not bytearrays: malloc keeps freed
+    16 MiB blocks in its heap (the process's memory would only grow), while a
+    map goes back to the system when dropped.
+    """
 
     def __init__(self, budget: int = READ_BUDGET, keep: int = POOLED) -> None:
         self.budget = budget
         self.in_use = 0
         self._keep = keep
-        self._free: list[bytearray] = []
+        self._free: list[mmap.mmap] = []
 
-    def take(self, size: int) -> bytearray:
+    def take(self, size: int) -> Buffer:
         self.in_use += size
         if size > MAX_PART // 2:
-            return self._free.pop() if self._free else bytearray(MAX_PART)
+            return self._free.pop() if self._free else mmap.mmap(-1, MAX_PART)
         return bytearray(size)
 
-    def give(self, buffer: bytearray, size: int, reusable: bool) -> None:
+    def give(self, buffer: Buffer, size: int, reusable: bool) -> None:
         """`reusable`: nothing writes into it any more (its transfer has ended)."""
         self.in_use -= size
-        if reusable and len(buffer) == MAX_PART and len(self._free) < self._keep:
+        if reusable and isinstance(buffer, mmap.mmap) and len(self._free) < self._keep:
             self._free.append(buffer)
 
     def room_for(self, size: int) -> bool:
@@ -64,7 +73,7 @@ class _Part:
 
     start: int
     size: int
-    buffer: bytearray
+    buffer: Buffer
     job: RangeJob
     users: int = 0  # reads waiting on it or slicing it
     dropped: bool = False
