@@ -187,7 +187,8 @@ def script_fetch_time(server: Server) -> float:
         "key = os.environ.get('LRR_API_KEY')\n"
         "headers = {'Authorization': 'Bearer ' + base64.b64encode(key.encode()).decode()} "
         "if key else {}\n"
-        "json.loads(httpx.get(sys.argv[1] + '/api/archives', headers=headers, timeout=60).content)\n"
+        "url = sys.argv[1] + '/api/archives'\n"
+        "json.loads(httpx.get(url, headers=headers, timeout=60).content)\n"
     )
     return timed(lambda: subprocess.run([PYTHON, "-c", script, server.url], check=True,
                                         env=mount_env(server.key)))  # fmt: skip
@@ -218,7 +219,8 @@ def listing_rows(server: Server, mounts: Mounts, workdir: Path, latency: int, co
     yield Row(f"`lrrfs mount -f` until ready, {name}: empty / warm disk cache", latency,
               f"{cold_ready * 1000:.0f} / {warm_ready * 1000:.0f} ms",
               f"{script * 1000:.0f} ms (a Python script: GET + parse)",
-              f"{cold_ready / script:.2f}x / {warm_ready / script:.2f}x time", "-", "-")  # fmt: skip
+              f"{cold_ready / script:.2f}x / {warm_ready / script:.2f}x time",
+              "-", "-")  # fmt: skip
 
 
 def folder_listing_row(server: Server, mounts: Mounts, latency: int, pages: int, arcid: str):

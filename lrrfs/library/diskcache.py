@@ -13,8 +13,9 @@ served, and a lost blob costs only a download. Two mounts of the same server
 may share the folder: every change is an atomic rename or unlink, and each
 treats a vanished file as a miss.
 
-Recency is the file's mtime (touched on every hit); when the folder grows past
-its cap, the least recently used files go until it is under 90 % of it. Usage
+Recency is the file's mtime (touched on every use, even from memory); when the
+folder grows past its cap, the least recently used pages and thumbnails go
+(then, if need be, the small lists) until it is under 90 % of the cap. Usage
 is counted as blobs are written and recounted by each eviction's scan (which
 also sees what other mounts wrote).
 """
@@ -45,6 +46,8 @@ STALE_TEMP_SECONDS = 600.0  # a temp file this old was left by a crash
 LOW_WATER = 0.9  # eviction stops at this share of the cap
 QUEUE_BYTES = 64 << 20  # writes waiting for the writer thread, at most
 WRITER_NICENESS = 10
+TOUCHES_QUEUED = 10_000
+BULKY = frozenset({"page", "thumb"})  # kinds evicted before the others
 
 
 def default_cache_root() -> Path:
@@ -71,8 +74,10 @@ class DiskCache:
         self.cap = cap
         self.root.mkdir(parents=True, exist_ok=True)
         self._used = 0
+        self._written = 0  # bytes written by this process, ever: eviction's scans miss some
+        self._evictor: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _used and the write queue
-        self._queue: deque[tuple[str, str, bytes]] = deque()
+        self._queue: deque[tuple[str, str, bytes | None]] = deque()  # None: a touch
         self._queued = 0
         self._wakeup = threading.Condition(self._lock)
         self._closed = False
@@ -152,6 +157,7 @@ class DiskCache:
             return
         with self._lock:
             self._used += HEADER.size + len(data)
+            self._written += HEADER.size + len(data)
             over = self._used > self.cap
         if over:
             self._start_eviction()
@@ -165,6 +171,13 @@ class DiskCache:
             self._queued += len(data)
             self._wakeup.notify()
 
+    def touch_later(self, kind: str, key: str) -> None:
+        """The blob was used (from memory): it is recent again, for eviction."""
+        with self._lock:
+            if not self._closed and len(self._queue) < TOUCHES_QUEUED:
+                self._queue.append((kind, key, None))
+                self._wakeup.notify()
+
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until queued writes are on disk (at unmount)."""
         deadline = time.monotonic() + timeout
@@ -173,10 +186,15 @@ class DiskCache:
                 self._wakeup.wait(0.05)
 
     def close(self) -> None:
+        """Finish the queued writes; leave the folder under its cap."""
         self.flush()
         with self._lock:
             self._closed = True
             self._wakeup.notify_all()
+            evictor = self._evictor
+        if evictor is not None:
+            evictor.join()
+        self.evict()  # a fresh count: what eviction threads counted may have drifted
 
     def _write_loop(self) -> None:
         # Writing the cache is never urgent: leave the CPU to the readers first.
@@ -189,6 +207,10 @@ class DiskCache:
                 if not self._queue:
                     return
                 kind, key, data = self._queue.popleft()
+            if data is None:
+                with contextlib.suppress(OSError):
+                    os.utime(self.path(kind, key))
+                continue
             try:
                 self.put(kind, key, data)
             finally:
@@ -207,7 +229,8 @@ class DiskCache:
             if self._evicting:
                 return
             self._evicting = True
-        threading.Thread(target=self._evict, name="lrrfs-evict", daemon=True).start()
+            self._evictor = threading.Thread(target=self._evict, name="lrrfs-evict", daemon=True)
+            self._evictor.start()
 
     def _evict(self) -> None:
         try:
@@ -220,6 +243,8 @@ class DiskCache:
 
     def evict(self) -> None:
         """Scan the folder; delete the least recently used files until under the cap."""
+        with self._lock:
+            written = self._written
         files = []
         total = 0
         now = time.time()
@@ -233,12 +258,14 @@ class DiskCache:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
                 continue
-            files.append((info.st_mtime, info.st_size, entry.path))
+            # Pages and covers go first; lists are small and every listing needs them.
+            bulky = os.path.basename(os.path.dirname(os.path.dirname(entry.path))) in BULKY
+            files.append((not bulky, info.st_mtime, info.st_size, entry.path))
             total += info.st_size
         if total > self.cap:
             files.sort()
             target = int(self.cap * LOW_WATER)
-            for _, size, path in files:
+            for _, _, size, path in files:
                 if total <= target:
                     break
                 with contextlib.suppress(OSError):
@@ -246,7 +273,7 @@ class DiskCache:
                 total -= size
             log.info("disk cache: evicted down to %d MiB", total >> 20)
         with self._lock:
-            self._used = total
+            self._used = total + self._written - written  # what was written meanwhile
 
     def _walk(self):  # type: ignore[no-untyped-def]
         stack = [str(self.root)]

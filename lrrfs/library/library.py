@@ -486,12 +486,12 @@ class Library:
     async def page_data(self, arcid: str, index: int) -> bytes:
         """A user reads a page: its bytes, from the caches or the server; never of
         another length. The next pages start coming in the background."""
-        data = self._store.cached(arcid, index)
+        pages = await self._page_set(arcid)
+        data = self._store.cached(pages, index)
         if data is None:
-            data = await self._store.get(await self._page_set(arcid), index)
-        pages = self.get(arcid).pages
-        if pages:
-            self.prefetcher.reading(arcid, index, len(pages), pages[index].size)
+            data = await self._store.get(pages, index)
+        listed = pages.pages
+        self.prefetcher.reading(arcid, index, len(listed), listed[index].size)
         return data
 
     async def _prefetch_pages(self, arcid: str, indexes: list[int]) -> None:

@@ -1,0 +1,235 @@
+"""The disk cache, through real mounts: it survives remounts, serves warm reads without the
+server, never serves a damaged or half-written file, stays under its cap, and can be shared."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from lrrfs.library.diskcache import DiskCache
+from lrrfs.testserver.samples import make_archive
+
+from .conftest import PYTHON, mount_env, start_mount, start_server, wait_for
+
+PAGES = 24
+PAGE_BYTES = 100_000
+
+
+@pytest.fixture(scope="module", params=["0.9", "0.7"], ids=lambda g: f"lrr{g}")
+def server(request, tmp_path_factory):
+    library = tmp_path_factory.mktemp("cache-library")
+    make_archive(library / "Comic.zip", PAGES, page_bytes=PAGE_BYTES)
+    make_archive(library / "Tarred.cbt", 4, page_bytes=PAGE_BYTES, fmt="tar")
+    with start_server(
+        library, tmp_path_factory.mktemp("cache-server"), generation=request.param
+    ) as running:
+        yield running
+
+
+def pages_of(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name[0].isdigit())
+
+
+def read_all(paths: list[Path]) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in paths}
+
+
+def served_pages(server, title: str) -> list[bytes]:
+    """Every page of an archive as the server's page API serves it."""
+    arcid = next(a["arcid"] for a in server.archives() if a["title"] == title)
+    with server.http() as http:
+        return [http.get(url).content for url in server.page_urls(arcid)]
+
+
+def asked(server, *fragments: str) -> list[str]:
+    return [r["path"] for r in server.requests() if any(f in r["path"] for f in fragments)]
+
+
+def cache_files(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.is_file()]
+
+
+def mount(server, tmp_path: Path, name: str, cache: Path, *args: str):
+    return start_mount(server, tmp_path / name / "lrr", args=("--cache-dir", str(cache), *args))
+
+
+def test_a_remount_serves_pages_thumbnail_and_listing_from_the_disk_cache(server, tmp_path):
+    cache = tmp_path / "cache"
+    with mount(server, tmp_path, "first", cache) as first:
+        folder = first.path / "Comic"
+        subprocess.run(["ls", "-l", str(folder)], check=True, capture_output=True)
+        cold = read_all(pages_of(folder))
+        thumbnail = (folder / "thumbnail.jpg").read_bytes()
+    assert list(cold.values()) == served_pages(server, "Comic")
+    with mount(server, tmp_path, "second", cache) as second:
+        folder = second.path / "Comic"
+        server.clear_requests()
+        subprocess.run(["ls", "-l", str(folder)], check=True, capture_output=True)
+        warm = read_all(pages_of(folder))
+        assert (folder / "thumbnail.jpg").read_bytes() == thumbnail
+        made = asked(server, "/page", "/files", "/extract", "/thumbnail", "/download")
+    assert warm == cold
+    assert made == [], "a warm read asked the server"
+
+
+def test_pages_sized_by_fetching_them_are_cached_too(server, tmp_path):
+    cache = tmp_path / "cache"
+    with mount(server, tmp_path, "first", cache) as first:
+        cold = read_all(pages_of(first.path / "Tarred"))
+    with mount(server, tmp_path, "second", cache) as second:
+        server.clear_requests()
+        warm = read_all(pages_of(second.path / "Tarred"))
+        made = asked(server, "/page", "/files", "/extract")
+    assert warm == cold and list(cold.values()) == served_pages(server, "Tarred")
+    assert made == []
+
+
+def test_damaged_cache_files_are_never_served(server, tmp_path):
+    cache = tmp_path / "cache"
+    with mount(server, tmp_path, "first", cache) as first:
+        good = read_all(pages_of(first.path / "Comic"))
+    page_files = [p for p in cache_files(cache) if "/page/" in str(p)]
+    assert len(page_files) == PAGES
+    for number, path in enumerate(page_files):
+        blob = path.read_bytes()
+        if number % 3 == 0:  # cut short, as by a crash mid-write on a disk that reorders
+            path.write_bytes(blob[: len(blob) // 2])
+        elif number % 3 == 1:  # one bit flipped
+            path.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+        else:  # only the header left
+            path.write_bytes(blob[:20])
+    with mount(server, tmp_path, "second", cache) as second:
+        again = read_all(pages_of(second.path / "Comic"))
+    assert again == good
+    with mount(server, tmp_path, "third", cache) as third:
+        server.clear_requests()
+        assert read_all(pages_of(third.path / "Comic")) == good
+        assert asked(server, "/page", "/download") == [], "the damaged files were not rewritten"
+
+
+def test_a_half_written_temporary_file_is_never_served(server, tmp_path):
+    cache = tmp_path / "cache"
+    with mount(server, tmp_path, "first", cache) as first:
+        good = read_all(pages_of(first.path / "Comic"))
+    for number, path in enumerate(p for p in cache_files(cache) if "/page/" in str(p)):
+        blob = path.read_bytes()
+        path.unlink()  # the rename never happened: only the temporary file is there
+        (path.parent / f".tmp-99999-{number}").write_bytes(blob[: len(blob) // 2])
+    with mount(server, tmp_path, "second", cache) as second:
+        server.clear_requests()
+        assert read_all(pages_of(second.path / "Comic")) == good
+        assert asked(server, "/page", "/download"), "pages came from half-written files"
+
+
+def test_the_cache_stays_under_its_cap_and_keeps_what_was_read_last(server, tmp_path):
+    cache = tmp_path / "cache"
+    cap = 1 << 20  # about ten pages
+    with mount(server, tmp_path, "first", cache, "--cache-size", "1M") as first:
+        pages = pages_of(first.path / "Comic")
+        good = read_all(pages)
+    assert sum(p.stat().st_size for p in cache_files(cache)) <= cap
+    with mount(server, tmp_path, "second", cache, "--cache-size", "1M") as second:
+        folder = second.path / "Comic"
+        server.clear_requests()
+        for page in pages[-3:]:
+            assert (folder / page.name).read_bytes() == good[page.name]
+        assert asked(server, "/page", "/download") == [], "the latest pages were evicted"
+        assert (folder / pages[0].name).read_bytes() == good[pages[0].name]
+        assert asked(server, "/page", "/download"), "the first page was not evicted"
+
+
+def test_two_mounts_share_one_cache_without_corrupting_it(server, tmp_path):
+    cache = tmp_path / "cache"
+    expected = dict(
+        zip([f"{i:03d}" for i in range(1, PAGES + 1)], served_pages(server, "Comic"), strict=True)
+    )
+    results: dict[str, dict[str, bytes]] = {}
+    with mount(server, tmp_path, "a", cache) as a, mount(server, tmp_path, "b", cache) as b:
+
+        def read(name: str, root: Path) -> None:
+            results[name] = read_all(pages_of(root / "Comic"))
+
+        threads = [threading.Thread(target=read, args=(n, m.path)) for n, m in (("a", a), ("b", b))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for got in results.values():
+        assert {name.split(".")[0]: data for name, data in got.items()} == expected
+    assert not [p for p in cache_files(cache) if p.name.startswith(".tmp-")]
+    with mount(server, tmp_path, "c", cache) as c:
+        server.clear_requests()
+        got = read_all(pages_of(c.path / "Comic"))
+        assert asked(server, "/page", "/download") == []
+    assert {name.split(".")[0]: data for name, data in got.items()} == expected
+
+
+def test_a_cached_archive_list_starts_the_mount_then_the_server_s_list_replaces_it(tmp_path):
+    library = tmp_path / "library"
+    make_archive(library / "First.zip", 2, page_bytes=1000)
+    cache = tmp_path / "cache"
+    with start_server(library, tmp_path) as server:
+        with mount(server, tmp_path, "first", cache):
+            pass
+        make_archive(library / "Second.zip", 2, page_bytes=1000)
+        assert wait_for(lambda: len(server.archives()) == 2)  # the server rescans each second
+        # The server's list hangs once: a mount needing it could not come up.
+        server.faults(rules=[{"match": "^GET /api/archives$", "action": "hang", "times": 1}])
+        try:
+            args = ("--refresh-interval", "2", "--timeout", "3")
+            with mount(server, tmp_path, "second", cache, *args) as second:
+                assert os.listdir(second.path) == ["First"]  # the cached list
+                assert wait_for(lambda: sorted(os.listdir(second.path)) == ["First", "Second"])
+        finally:
+            server.clear_faults()
+
+
+def test_a_server_down_at_mount_time_fails_the_mount_even_with_a_cached_list(tmp_path):
+    library = tmp_path / "library"
+    make_archive(library / "First.zip", 2, page_bytes=1000)
+    cache = tmp_path / "cache"
+    with start_server(library, tmp_path) as server, mount(server, tmp_path, "first", cache):
+        pass
+    mountpoint = tmp_path / "second"
+    mountpoint.mkdir()
+    done = subprocess.run(
+        [PYTHON, "-m", "lrrfs", "mount", server.url, str(mountpoint), "-f", "--timeout", "5",
+         "--cache-dir", str(cache)],
+        capture_output=True, text=True, env=mount_env(server.key), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "cannot mount" in done.stderr
+    assert not os.path.ismount(mountpoint)
+
+
+# -- the cache's own rules, without a mount --------------------------------------------
+
+
+def test_a_blob_is_whole_or_absent(tmp_path):
+    cache = DiskCache(tmp_path, 10 << 20)
+    cache.put("page", "a", b"x" * 1000)
+    assert cache.get("page", "a") == b"x" * 1000
+    path = cache.path("page", "a")
+    path.write_bytes(path.read_bytes()[:-1])
+    assert cache.get("page", "a") is None
+    assert not path.exists()  # dropped, to be fetched again
+    assert cache.get("page", "never written") is None
+
+
+def test_eviction_drops_the_least_recently_used_and_stale_temporary_files(tmp_path):
+    cache = DiskCache(tmp_path, 5000)
+    for i in range(8):
+        cache.put("page", str(i), bytes(1000))
+        os.utime(cache.path("page", str(i)), (1000 + i, 1000 + i))
+    cache.get("page", "0")  # used now: the most recent
+    stale = cache.path("page", "0").parent / ".tmp-1-1"
+    stale.write_bytes(b"half")
+    os.utime(stale, (1000, 1000))
+    cache.evict()
+    kept = {str(i) for i in range(8) if cache.get("page", str(i)) is not None}
+    assert kept == {"0", "5", "6", "7"}
+    assert not stale.exists()
