@@ -9,6 +9,7 @@ from lrrfs.library.zipindex import (
     TAIL_BYTES,
     NeedZip64Record,
     NotAZip,
+    extract,
     locate_directory,
     parse_directory,
     parse_zip64_record,
@@ -83,3 +84,45 @@ def test_zip64_needs_its_end_record():
         members_found = parse_directory(blob[directory.offset : directory.offset + directory.size])
         sizes = {m.names[0]: m.size for m in members_found}
     assert sizes == {name: 1 for name in members}
+
+
+def members_of(blob: bytes):
+    start = max(0, len(blob) - TAIL_BYTES)
+    directory = locate_directory(blob[start:], start)
+    data = blob[directory.offset : directory.offset + directory.size]
+    return parse_directory(data, directory)
+
+
+@pytest.mark.parametrize("prefix", [b"", b"#!/bin/sh\nexit 0\n" * 100])
+def test_members_read_out_of_the_file_are_the_member_bytes(prefix):
+    members = {"01.png": bytes(range(256)) * 40, "a/02.jpg": b"\xff\xd8" + b"q" * 5000}
+    stored = make_zip(members, zipfile.ZIP_STORED)
+    deflated = make_zip({"03.png": b"z" * 20000, "empty.gif": b""}, zipfile.ZIP_DEFLATED)
+    for blob, expected in (
+        (stored, members),
+        (deflated, {"03.png": b"z" * 20000, "empty.gif": b""}),
+    ):
+        blob = prefix + blob  # a self-extractor: offsets move with what comes first
+        for member in members_of(blob):
+            assert member.span is not None
+            piece = blob[member.span.offset : member.span.end]
+            got = extract(piece, member.span.offset, member.span, member.size)
+            assert got == expected[member.names[0]]
+
+
+def test_a_member_whose_bytes_do_not_match_its_crc_is_refused():
+    blob = make_zip({"01.png": b"x" * 1000}, zipfile.ZIP_STORED)
+    (member,) = members_of(blob)
+    assert member.span is not None
+    data_at = blob.index(b"x" * 1000)
+    damaged = blob[:data_at] + b"y" + blob[data_at + 1 :]
+    with pytest.raises(NotAZip):
+        extract(damaged, 0, member.span, member.size)
+    with pytest.raises(NotAZip):  # not where the directory says
+        extract(blob[1:], 1, member.span, member.size)
+
+
+def test_members_that_cannot_be_read_straight_have_no_place():
+    blob = make_zip({"01.png": b"x" * 1000}, zipfile.ZIP_BZIP2)
+    (member,) = members_of(blob)
+    assert member.span is None and member.size == 1000
