@@ -218,18 +218,31 @@ def test_a_blob_is_whole_or_absent(tmp_path):
     assert cache.get("page", "a") is None
     assert not path.exists()  # dropped, to be fetched again
     assert cache.get("page", "never written") is None
+    cache.close()
+
+
+def test_a_blob_read_counts_as_used_now(tmp_path):
+    cache = DiskCache(tmp_path, 10 << 20)
+    cache.put("page", "a", b"x")
+    os.utime(cache.path("page", "a"), (1000, 1000))
+    cache.get("page", "a")
+    assert cache.path("page", "a").stat().st_mtime > 1000
+    cache.close()
 
 
 def test_eviction_drops_the_least_recently_used_and_stale_temporary_files(tmp_path):
-    cache = DiskCache(tmp_path, 5000)
+    writer = DiskCache(tmp_path, 1 << 20)
     for i in range(8):
-        cache.put("page", str(i), bytes(1000))
-        os.utime(cache.path("page", str(i)), (1000 + i, 1000 + i))
-    cache.get("page", "0")  # used now: the most recent
-    stale = cache.path("page", "0").parent / ".tmp-1-1"
+        writer.put("page", str(i), bytes(1000))
+    writer.close()
+    for i in range(8):
+        os.utime(writer.path("page", str(i)), (1000 + i, 1000 + i))
+    os.utime(writer.path("page", "0"))  # used just now
+    stale = writer.path("page", "0").parent / ".tmp-1-1"
     stale.write_bytes(b"half")
     os.utime(stale, (1000, 1000))
-    cache.evict()
-    kept = {str(i) for i in range(8) if cache.get("page", str(i)) is not None}
+    cache = DiskCache(tmp_path, 5000)
+    cache.close()  # after its scan: under the cap
+    kept = {str(i) for i in range(8) if cache.path("page", str(i)).exists()}
     assert kept == {"0", "5", "6", "7"}
     assert not stale.exists()
