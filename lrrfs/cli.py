@@ -109,6 +109,21 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     parser.add_argument(
+        "--no-views",
+        action="store_true",
+        help="only the archive folders: no @new, @untagged, @tags, @categories, @search",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="do not set the server's reading progress when pages are read",
+    )
+    parser.add_argument(
+        "--clear-new-on-read",
+        action="store_true",
+        help='clear an archive\'s "new" flag when one of its pages is first read',
+    )
+    parser.add_argument(
         "--log-file",
         type=Path,
         help=f"log file in the background (default {default_log_file()})",
@@ -130,6 +145,9 @@ def mount_options(args: argparse.Namespace) -> MountOptions:
         thumbnail_wait=args.thumbnail_wait,
         allow_other=args.allow_other,
         debug_fuse=args.debug_fuse,
+        views=not args.no_views,
+        progress=not args.no_progress,
+        clear_new_on_read=args.clear_new_on_read,
     )
 
 

@@ -27,6 +27,7 @@ from .library import Library
 log = logging.getLogger(__name__)
 
 IDLE_STREAM_SECONDS = 10.0
+FLUSH_SECONDS = 5.0  # longest wait at unmount to send the last reading progress
 
 
 class MountError(Exception):
@@ -48,6 +49,9 @@ class MountOptions:
     uid: int | None = None  # owner of every file (default: the mounting user)
     gid: int | None = None
     umask: int = 0o022
+    views: bool = True  # @new, @untagged, @tags, @categories, @search beside the archives
+    progress: bool = True  # reading a page sets the server's reading progress
+    clear_new_on_read: bool = False  # reading an archive clears its "new" flag
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -88,7 +92,14 @@ async def _connect(options: MountOptions) -> tuple[LrrClient, Library]:
         timeout=options.timeout,
         thumbnail_wait=options.thumbnail_wait,
     )
-    library = Library(client, cache_bytes=options.cache_bytes, read_only=options.read_only)
+    library = Library(
+        client,
+        cache_bytes=options.cache_bytes,
+        read_only=options.read_only,
+        views=options.views,
+        progress=options.progress,
+        clear_new_on_read=options.clear_new_on_read,
+    )
     try:
         info = await library.connect()
     except LrrError as exc:
@@ -168,6 +179,8 @@ async def serve(options: MountOptions, ready: Ready) -> None:
             nursery.start_soon(_close_idle_streams, ops)
             ready(None)
             await pyfuse3.main(min_tasks=4, max_tasks=64)
+            with trio.move_on_after(min(options.timeout, FLUSH_SECONDS)):
+                await library.reading.flush()  # pages read just before the unmount
             nursery.cancel_scope.cancel()
     finally:
         pyfuse3.close(unmount=True)

@@ -30,7 +30,15 @@ from .errors import (
     ServerError,
     ServerUnreachable,
 )
-from .models import ARCID_RE, ArchiveMeta, DownloadInfo, PageRef, ServerInfo, Thumbnail
+from .models import (
+    ARCID_RE,
+    ArchiveMeta,
+    Category,
+    DownloadInfo,
+    PageRef,
+    ServerInfo,
+    Thumbnail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +276,58 @@ class LrrClient:
                 log.warning("archive list: skipping a malformed entry: %s", exc)
         return archives
 
+    async def untagged(self) -> list[str]:
+        """Ids of the archives the server counts as untagged."""
+        what = "untagged archives"
+        body = await self._get_json("/api/archives/untagged", what)
+        if not isinstance(body, list):
+            raise BadResponse(f"{what}: the answer is not a JSON array")
+        return [arcid for arcid in body if isinstance(arcid, str) and ARCID_RE.fullmatch(arcid)]
+
+    async def categories(self) -> list[Category]:
+        """Every category; malformed entries are skipped with a warning."""
+        body = await self._get_json("/api/categories", "category list")
+        if not isinstance(body, list):
+            raise BadResponse("category list: the answer is not a JSON array")
+        categories = []
+        for entry in body:
+            try:
+                categories.append(Category.from_json(entry))
+            except BadResponse as exc:
+                log.warning("category list: skipping a malformed entry: %s", exc)
+        return categories
+
+    async def search(self, query: str) -> list[str]:
+        """Ids of the archives the server finds for `query`, in its order, all pages of them."""
+        what = f"search for {query!r}"
+        found, total = await self._search_page(query, -1, what)  # -1: unpaged
+        if len(found) >= total:
+            return found
+        # A server that pages even so: ask page by page from the start.
+        found, seen = [], set()
+        while len(found) < total:
+            page, total = await self._search_page(query, len(found), what)
+            page = [arcid for arcid in page if arcid not in seen]
+            if not page:
+                break
+            seen.update(page)
+            found += page
+        return found
+
+    async def _search_page(self, query: str, start: int, what: str) -> tuple[list[str], int]:
+        params = {"filter": query, "start": str(start)}
+        response = await self._send("GET", self.api_url("/api/search"), what=what, params=params)
+        if response.status_code == 204:
+            raise ServerError(f"{what}: the server is still building its search index", 204)
+        self._raise_for_status(response, what)
+        body = self._json(response, what)
+        data = body.get("data") if isinstance(body, dict) else None
+        total = body.get("recordsFiltered") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not str(total).isdigit():
+            raise BadResponse(f"{what}: no data and recordsFiltered in the answer")
+        ids = [entry.get("arcid") for entry in data if isinstance(entry, dict)]
+        return [i for i in ids if isinstance(i, str) and ARCID_RE.fullmatch(i)], int(str(total))
+
     async def metadata(self, arcid: str) -> ArchiveMeta:
         what = f"metadata of {arcid}"
         response = await self._send(
@@ -435,6 +495,12 @@ class LrrClient:
         if isnew and response.status_code in (404, 405):
             raise ServerError(f"{what}: this server cannot mark an archive new again", 404)
         self._check_success(response, what)
+
+    async def set_progress(self, arcid: str, page: int) -> None:
+        """Tell the server the archive was read up to `page` (1-based)."""
+        what = f"reading progress of {arcid}"
+        url = self.api_url(f"/api/archives/{arcid}/progress/{page}")
+        self._check_success(await self._send("PUT", url, what=what), what)
 
     def _check_success(self, response: httpx.Response, what: str) -> None:
         self._raise_for_status(response, what)

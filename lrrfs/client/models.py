@@ -122,6 +122,7 @@ class ServerInfo:
     nofun_mode: bool
     resizes_images: bool
     has_password: bool
+    tracks_progress: bool = True
 
     @classmethod
     def from_json(cls, obj: Any) -> ServerInfo:
@@ -133,6 +134,8 @@ class ServerInfo:
             nofun_mode=_bool(obj.get("nofun_mode")),
             resizes_images=_bool(obj.get("server_resizes_images")),
             has_password=_bool(obj.get("has_password")),
+            # "1" on 0.7; servers older than the field had the progress route too
+            tracks_progress=_bool(obj.get("server_tracks_progress", True)),
         )
 
     @property
@@ -143,6 +146,29 @@ class ServerInfo:
     def has_files_route(self) -> bool:
         """`GET /files` exists from 0.8.2 on; older servers only have `POST /extract`."""
         return self.version_tuple >= (0, 8, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """A category: a static list of archives, or (non-empty `search`) a saved search."""
+
+    id: str
+    name: str
+    archives: tuple[str, ...]
+    search: str
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Category:
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            raise BadResponse("category entry without an id")
+        archives = obj.get("archives") or []
+        if not isinstance(archives, list):
+            raise BadResponse(f"category {obj['id']}: archives is {type(archives).__name__}")
+        name, search = obj.get("name"), obj.get("search") or ""
+        if not isinstance(name, str) or not isinstance(search, str):
+            raise BadResponse(f"category {obj['id']}: name or search is not a string")
+        ids = tuple(a for a in archives if isinstance(a, str) and ARCID_RE.fullmatch(a))
+        return cls(obj["id"], name, ids, search.strip())
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,12 @@ from itertools import count
 import pyfuse3
 import trio
 
-from ..client import LrrError
+from ..client import LrrError, NotFound
 from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Changes, Library
 from ..library.editing import EditError
-from . import invalidate
+from . import invalidate, views
 from .errors import errno_for, fuse_errors
-from .inodes import ROOT, InodeTable, Kind, Node
+from .inodes import ROOT, VIEW_KINDS, InodeTable, Kind, Node
 from .scratch import ScratchFile, ScratchFiles
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Timeouts:
     entry: float = 60.0  # names and attributes of things that do not change
     changing: float = 1.0  # placeholder thumbnails
     editable: float = 0.0  # metadata.json and scratch files: their size changes under writes
+    view: float = 1.0  # view folders and links: their content follows the server
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +101,9 @@ class LrrOperations(pyfuse3.Operations):
         self._nursery: trio.Nursery | None = None
 
     def attach(self, nursery: trio.Nursery) -> None:
-        """Give the adapter a nursery for background work (kernel invalidations)."""
+        """Give the adapter a nursery for background work (kernel invalidations, progress)."""
         self._nursery = nursery
+        nursery.start_soon(self.library.reading.run)
 
     # -- nodes and attributes ---------------------------------------------------
 
@@ -129,8 +131,12 @@ class LrrOperations(pyfuse3.Operations):
 
     async def _child(self, parent: Node, name: str) -> Node | None:
         if parent.kind is Kind.ROOT:
+            if name in self.library.view_names:
+                return views.view_node(name)
             archive = self.library.find(name)
             return None if archive is None else Node(Kind.ARCHIVE, archive.arcid)
+        if parent.kind is Kind.VIEW:
+            return await views.child(self.library, parent, name)
         if parent.kind is not Kind.ARCHIVE:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         arcid = parent.arcid
@@ -164,10 +170,16 @@ class LrrOperations(pyfuse3.Operations):
             return len(library.get(node.arcid).metadata_json), timeouts.editable
         if node.kind is Kind.SCRATCH:
             return len(self.scratch.get(node.index).data), timeouts.editable
+        if node.kind is Kind.VIEW_LINK:
+            return len(views.link_target(library, node)), timeouts.view
         return 0, timeouts.entry
 
     def _mode(self, node: Node) -> int:
         writable = self.library.editable
+        if node.kind is Kind.VIEW:
+            return stat.S_IFDIR | 0o555  # nothing can be made in a view
+        if node.kind is Kind.VIEW_LINK:
+            return stat.S_IFLNK | 0o777
         if node.is_dir:
             return stat.S_IFDIR | (0o755 if writable else 0o555)
         if node.kind is Kind.SCRATCH:
@@ -180,7 +192,7 @@ class LrrOperations(pyfuse3.Operations):
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = self.inodes.inode(node)
         mtime_ns = self.library.get(node.arcid).mtime * 1_000_000_000 if node.arcid else 0
-        timeout = self.timeouts.entry
+        timeout = self.timeouts.view if node.kind in VIEW_KINDS else self.timeouts.entry
         attr.st_nlink = 2 if node.is_dir else 1
         if not node.is_dir:
             attr.st_size, timeout = await self._size_of(node)
@@ -220,15 +232,24 @@ class LrrOperations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self._node(inode)
         if node.kind is Kind.ROOT:
-            names = list(self.library.names)
-            nodes = [Node(Kind.ARCHIVE, self.library.find(n).arcid) for n in names]  # type: ignore[union-attr]
+            names, nodes = self._root_entries()
         elif node.kind is Kind.ARCHIVE:
             names, nodes = await self._archive_entries(node.arcid)
+        elif node.kind is Kind.VIEW:
+            names, nodes = await views.entries(self.library, node)
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         handle = next(self._handles)
         self._dirs[handle] = DirHandle(names, nodes)
         return handle
+
+    def _root_entries(self) -> tuple[list[str], list[Node]]:
+        library = self.library
+        found = {name: views.view_node(name) for name in library.view_names}
+        for name in library.names:
+            found[name] = Node(Kind.ARCHIVE, library.find(name).arcid)  # type: ignore[union-attr]
+        names = sorted(found)
+        return names, [found[name] for name in names]
 
     async def _archive_entries(self, arcid: str) -> tuple[list[str], list[Node]]:
         """Everything in an archive's folder, with what their sizes need fetched at once."""
@@ -263,7 +284,7 @@ class LrrOperations(pyfuse3.Operations):
         for index in range(start_id, len(handle.names)):
             try:
                 attr = await self._attributes(handle.nodes[index])
-            except pyfuse3.FUSEError:
+            except (pyfuse3.FUSEError, NotFound):
                 continue  # gone since the folder was opened
             name = handle.names[index].encode("utf-8", "surrogateescape")
             if not pyfuse3.readdir_reply(token, name, attr, index + 1):
@@ -273,6 +294,13 @@ class LrrOperations(pyfuse3.Operations):
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
 
+    @fuse_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self._node(inode)
+        if node.kind is not Kind.VIEW_LINK:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return views.link_target(self.library, node)
+
     # -- reading ------------------------------------------------------------------
 
     @fuse_errors
@@ -280,6 +308,8 @@ class LrrOperations(pyfuse3.Operations):
         node = self._node(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        if node.kind is Kind.VIEW_LINK:
+            raise pyfuse3.FUSEError(errno.ELOOP)  # the kernel follows links itself
         handle = FileHandle(node)
         keep_cache = True
         if flags & WRITE_FLAGS:
@@ -293,6 +323,10 @@ class LrrOperations(pyfuse3.Operations):
             keep_cache = not self.library.thumbnail_is_placeholder(node.arcid)
         elif node.kind is Kind.ARCHIVE_FILE:
             handle.reader = await self.library.open_archive(node.arcid)
+        elif node.kind is Kind.PAGE:
+            # Opening a page is reading it: a re-read may come from the kernel's cache,
+            # without a read call. lrrfs's own fetches never open a file.
+            self.library.page_opened(node.arcid, node.index)
         if node.kind in (Kind.METADATA, Kind.SCRATCH):
             keep_cache = False
         return self._file_info(handle, keep_cache, pin=node.kind is Kind.SCRATCH)
@@ -574,6 +608,11 @@ class LrrOperations(pyfuse3.Operations):
 
     async def _retitle(self, old: str, new: str) -> None:
         """`mv "Old Title" "New Title"` at the root sets the archive's title."""
+        if old in self.library.view_names:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        if self.library.is_reserved(new):
+            log.warning("renaming %r to %r: names starting with @ are the views'", old, new)
+            raise pyfuse3.FUSEError(errno.EINVAL)
         archive = self.library.find(old)
         if archive is None:
             raise pyfuse3.FUSEError(errno.ENOENT)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 
 import trio
 from cachetools import LRUCache
@@ -21,7 +21,9 @@ from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge
 from .names import NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
 from .reader import ArchiveReader
+from .reading import ReadingProgress
 from .singleflight import SingleFlight
+from .views import VIEW_NAMES, ViewFolder, Views
 from .zipindex import (
     TAIL_BYTES,
     NeedZip64Record,
@@ -113,9 +115,16 @@ class Library:
         thumbnail_cache_bytes: int = 64 << 20,
         placeholder_retry: float = 10.0,
         read_only: bool = False,
+        views: bool = True,
+        progress: bool = True,
+        clear_new_on_read: bool = False,
     ) -> None:
         self.client = client
         self.read_only = read_only
+        self.views = Views(client) if views else None
+        self.reading = ReadingProgress(self._report_reading)
+        self._progress = progress  # until the server says whether it tracks progress
+        self._clear_new_on_read = clear_new_on_read
         self.info: ServerInfo | None = None
         self._archives: dict[str, Archive] = {}
         self._by_name: dict[str, str] = {}
@@ -137,12 +146,21 @@ class Library:
         self.info = await self.client.info()
         if self.client.has_key:
             await self.client.check_key()
+        if self._progress and not self.info.tracks_progress:
+            log.info("the server does not track reading progress: none is sent")
+            self._progress = False
         await self.refresh()
         return self.info
 
     async def refresh(self) -> Changes:
         """Fetch the archive list and apply it; names stay put unless titles change."""
-        return self._apply({meta.arcid: meta for meta in await self.client.archives()})
+        changes = self._apply({meta.arcid: meta for meta in await self.client.archives()})
+        await self._refresh_views()
+        return changes
+
+    async def _refresh_views(self) -> None:
+        if self.views is not None:
+            await self.views.refresh()
 
     def _apply(self, metas: dict[str, ArchiveMeta]) -> Changes:
         previous = {arcid: (a.named_for, a.name) for arcid, a in self._archives.items()}
@@ -150,7 +168,7 @@ class Library:
             if arcid in metas and arcid in previous:  # keeps its name whatever its title
                 previous[arcid] = (metas[arcid].title, previous[arcid][1])
         requests = (NameRequest(m.arcid, m.title, m.date_added or 0) for m in metas.values())
-        names = assign_names(requests, previous)
+        names = assign_names(requests, previous, escape_views=self.views is not None)
         changes = Changes()
         for arcid, archive in list(self._archives.items()):
             if arcid not in metas:
@@ -173,6 +191,8 @@ class Library:
         if changes.added or changes.removed or changes.renamed:
             self._by_name = {a.name: arcid for arcid, a in self._archives.items()}
             self._sorted_names = sorted(self._by_name)
+        if self.views is not None and (changes.added or changes.removed or changes.updated):
+            self.views.update(a.meta for a in self._archives.values())
         return changes
 
     def _update_meta(self, archive: Archive, meta: ArchiveMeta) -> None:
@@ -233,7 +253,10 @@ class Library:
             )
         if change is not None and change.isnew is not None:
             await self.client.set_isnew(archive.arcid, change.isnew)
-        return self._apply_one(archive, await self.client.metadata(archive.arcid))
+        changes = self._apply_one(archive, await self.client.metadata(archive.arcid))
+        if change is not None:
+            await self._refresh_views()  # untagged, categories and searches may follow
+        return changes
 
     async def revert_metadata(self, arcid: str) -> Changes:
         """Drop the draft; metadata.json shows the server's version, fetched anew."""
@@ -250,6 +273,57 @@ class Library:
     def names(self) -> list[str]:
         """Folder names, sorted."""
         return self._sorted_names
+
+    # -- views ----------------------------------------------------------------------
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        """The views' folders beside the archive folders (none with views off)."""
+        return VIEW_NAMES if self.views is not None else ()
+
+    def is_reserved(self, name: str) -> bool:
+        """A name at the top that belongs to the views, never to an archive folder."""
+        return self.views is not None and name.startswith("@")
+
+    async def view(self, path: tuple[str, ...]) -> ViewFolder | None:
+        """The view folder at `path` (names from the top down), or None."""
+        if self.views is None or path[0] not in VIEW_NAMES:
+            return None
+        return await self.views.folder(path)
+
+    def view_links(self, folder: ViewFolder) -> dict[str, str]:
+        """The archive folders a view folder links to: folder name -> arcid."""
+        archives = self._archives
+        return {archives[a].name: a for a in folder.members if a in archives}
+
+    # -- reading progress -------------------------------------------------------------
+
+    def page_opened(self, arcid: str, index: int) -> None:
+        """A program opened a page to read it: the server's reading progress follows."""
+        clear_new = self._clear_new_on_read and self.get(arcid).meta.isnew
+        if self._progress or clear_new:
+            self.reading.page_read(arcid, index + 1, clear_new=clear_new)
+
+    async def _report_reading(self, arcid: str, page: int, clear_new: bool) -> None:
+        if self._progress and await self._sent(
+            arcid, "reading progress", self.client.set_progress(arcid, page)
+        ):
+            log.debug("archive %s: reading progress set to page %d", arcid, page)
+        if clear_new and await self._sent(
+            arcid, "clearing the new flag", self.client.set_isnew(arcid, False)
+        ):
+            archive = self._archives.get(arcid)
+            if archive is not None:  # @new follows at once
+                self._apply_one(archive, replace(archive.meta, isnew=False))
+
+    @staticmethod
+    async def _sent(arcid: str, what: str, request: Awaitable[None]) -> bool:
+        try:
+            await request
+        except LrrError as exc:
+            log.warning("archive %s: %s failed: %s", arcid, what, exc)
+            return False
+        return True
 
     def __len__(self) -> int:
         return len(self._archives)
