@@ -138,6 +138,10 @@ class Mount:
     log: Path
     args: list[str] = field(default_factory=list)
 
+    def folders(self) -> list[Path]:
+        """The archive folders at the top, sorted (not the views: their names start with @)."""
+        return [self.path / name for name in archive_names(self.path)]
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -162,6 +166,11 @@ class Mount:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait()
+
+
+def archive_names(path: Path) -> list[str]:
+    """The archive folders' names at the top of a mount, sorted, without the views'."""
+    return sorted(name for name in os.listdir(path) if not name.startswith("@"))
 
 
 def wait_for(condition, timeout: float = 20.0) -> bool:
