@@ -290,6 +290,21 @@ def test_reading_pages_sets_the_progress_once_the_reader_pauses(views_server, tm
     assert views_server.get(f"/api/archives/{zeta}/metadata").json()["progress"] == 2
 
 
+def test_a_steady_reader_reports_without_pausing(views_server, tmp_path):
+    zeta = arcid(views_server, "Zeta")
+    views_server.clear_requests()
+    with start_mount(views_server, tmp_path / "lrr") as reading:
+        pages = sorted(p for p in (reading.path / "Zeta").iterdir() if p.name[0].isdigit())
+        started = time.monotonic()
+        while not progress_puts(views_server, zeta) and time.monotonic() - started < 20:
+            for page in pages:  # a page every 0.4 s: never a 2 s pause
+                page.read_bytes()
+                time.sleep(0.4)
+        reported = time.monotonic() - started
+        assert progress_puts(views_server, zeta) == [f"/api/archives/{zeta}/progress/5"]
+        assert 9 < reported < 14  # 10 s after the first page of the burst
+
+
 def test_clear_new_on_read(views_server, tmp_path):
     eta = arcid(views_server, "Eta")
     views_server.clear_requests()

@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -38,9 +38,12 @@ from .models import (
     PageRef,
     ServerInfo,
     Thumbnail,
+    archive_id,
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_DELAYS = (0.2, 0.6)
@@ -265,37 +268,28 @@ class LrrClient:
 
     async def archives(self) -> list[ArchiveMeta]:
         """The whole library. Malformed entries are skipped with a warning."""
-        body = await self._get_json("/api/archives", "archive list")
-        if not isinstance(body, list):
-            raise BadResponse("archive list: the answer is not a JSON array")
-        archives = []
-        for entry in body:
-            try:
-                archives.append(ArchiveMeta.from_json(entry))
-            except BadResponse as exc:
-                log.warning("archive list: skipping a malformed entry: %s", exc)
-        return archives
+        return await self._get_list("/api/archives", "archive list", ArchiveMeta.from_json)
 
     async def untagged(self) -> list[str]:
         """Ids of the archives the server counts as untagged."""
-        what = "untagged archives"
-        body = await self._get_json("/api/archives/untagged", what)
-        if not isinstance(body, list):
-            raise BadResponse(f"{what}: the answer is not a JSON array")
-        return [arcid for arcid in body if isinstance(arcid, str) and ARCID_RE.fullmatch(arcid)]
+        return await self._get_list("/api/archives/untagged", "untagged archives", archive_id)
 
     async def categories(self) -> list[Category]:
         """Every category; malformed entries are skipped with a warning."""
-        body = await self._get_json("/api/categories", "category list")
+        return await self._get_list("/api/categories", "category list", Category.from_json)
+
+    async def _get_list(self, path: str, what: str, parse: Callable[[Any], T]) -> list[T]:
+        """A JSON array, each entry parsed; malformed entries are skipped with a warning."""
+        body = await self._get_json(path, what)
         if not isinstance(body, list):
-            raise BadResponse("category list: the answer is not a JSON array")
-        categories = []
+            raise BadResponse(f"{what}: the answer is not a JSON array")
+        parsed = []
         for entry in body:
             try:
-                categories.append(Category.from_json(entry))
+                parsed.append(parse(entry))
             except BadResponse as exc:
-                log.warning("category list: skipping a malformed entry: %s", exc)
-        return categories
+                log.warning("%s: skipping a malformed entry: %s", what, exc)
+        return parsed
 
     async def search(self, query: str) -> list[str]:
         """Ids of the archives the server finds for `query`, in its order, all pages of them."""

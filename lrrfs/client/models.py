@@ -51,6 +51,13 @@ def _optional_str(obj: dict[str, Any], field: str) -> str | None:
     return value
 
 
+def archive_id(value: Any) -> str:
+    """An archive id as the server lists it: 40 lowercase hex characters."""
+    if not isinstance(value, str) or not ARCID_RE.fullmatch(value):
+        raise BadResponse(f"archive id {str(value)[:60]!r} is not 40 hex characters")
+    return value
+
+
 def split_tags(tags: str) -> tuple[str, ...]:
     """The server's comma-separated tag string as a tuple of trimmed tags."""
     return tuple(tag.strip() for tag in tags.split(",") if tag.strip())
@@ -76,9 +83,7 @@ class ArchiveMeta:
     def from_json(cls, obj: Any) -> ArchiveMeta:
         if not isinstance(obj, dict):
             raise BadResponse(f"archive entry is {type(obj).__name__}, expected an object")
-        arcid = obj.get("arcid")
-        if not isinstance(arcid, str) or not ARCID_RE.fullmatch(arcid):
-            raise BadResponse(f"archive id {str(arcid)[:60]!r} is not 40 hex characters")
+        arcid = archive_id(obj.get("arcid"))
         title = obj.get("title")
         if not isinstance(title, str):
             raise BadResponse(f"archive {arcid}: title is {type(title).__name__}")
