@@ -18,7 +18,7 @@ from cachetools import LRUCache
 
 from ..client import ArchiveMeta, BadResponse, LrrClient, LrrError, NotFound, PageRef, ServerInfo
 from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
-from .names import NameRequest, assign_names, safe_name
+from .names import VIEW_MARK, NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
 from .reader import ArchiveReader
 from .reading import ReadingProgress
@@ -283,7 +283,7 @@ class Library:
 
     def is_reserved(self, name: str) -> bool:
         """A name at the top that belongs to the views, never to an archive folder."""
-        return self.views is not None and name.startswith("@")
+        return self.views is not None and name.startswith(VIEW_MARK)
 
     async def view(self, path: tuple[str, ...]) -> ViewFolder | None:
         """The view folder at `path` (names from the top down), or None."""

@@ -81,7 +81,10 @@ def category_folders(categories: Iterable[Category]) -> dict[str, Category]:
 
 
 def searchable(query: str) -> bool:
-    """A folder name that can be sent as a query (undecodable bytes cannot)."""
+    """A folder name that can be sent as a query: not a hidden name (file managers look up
+    `.hidden`, `.directory`, `.Trash-1000` in every folder), no undecodable bytes."""
+    if query.startswith("."):
+        return False
     try:
         query.encode("utf-8")
     except UnicodeEncodeError:
