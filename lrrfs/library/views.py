@@ -13,6 +13,7 @@ the server knows (untagged, categories, searches), asked again at every refresh.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class ViewFolder:
     any_name: bool = False
 
 
+@functools.lru_cache(maxsize=1 << 16)  # tags repeat across archives; naming them is the cost
 def tag_folder(tag: str) -> tuple[str, str] | None:
     """Where a tag lives under @tags: (namespace folder, value folder), or None if hidden."""
     namespace, colon, value = tag.partition(":")
