@@ -21,7 +21,7 @@ import pyfuse3
 import trio
 
 from .client import LrrClient, LrrError
-from .fs import LrrOperations, Ownership
+from .fs import LrrOperations, Ownership, cancel_in_flight
 from .library import Library
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ async def _stop_on_signal() -> None:
         async for signum in signals:
             log.info("%s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
+            cancel_in_flight()  # do not wait for a hung server
             return
 
 

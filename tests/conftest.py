@@ -32,6 +32,21 @@ class Server:
     process: subprocess.Popen
     key: str | None
     generation: str = "0.9"
+    workdir: Path | None = None
+    extra: tuple[str, ...] = ()
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def restart(self) -> Server:
+        """A new server process on the same port, library and settings."""
+        self.stop()
+        assert self.workdir is not None
+        return start_server(
+            self.library, self.workdir, generation=self.generation, key=self.key,
+            extra=self.extra, port=self.port,
+        )  # fmt: skip
 
     def page_urls(self, arcid: str) -> list[str]:
         """The page URLs as the server lists them (GET /files, or POST /extract on 0.7)."""
@@ -108,9 +123,10 @@ def start_server(
     generation: str = "0.9",
     key: str | None = KEY,
     extra: tuple[str, ...] = (),
+    port: int = 0,
 ) -> Server:
     command = [
-        PYTHON, "-m", "lrrfs", "demo-server", "--library", str(library), "--port", "0",
+        PYTHON, "-m", "lrrfs", "demo-server", "--library", str(library), "--port", str(port),
         "--faults", "--api-generation", generation, "--thumbnail-delay", "0.3",
         "--missing-page-hang", "5", *extra,
     ]  # fmt: skip
@@ -126,7 +142,7 @@ def start_server(
         process.kill()
         process.wait()
         raise RuntimeError(f"demo-server did not start: {line!r}")
-    return Server(line.rsplit(" ", 1)[-1], library, process, key, generation)
+    return Server(line.rsplit(" ", 1)[-1], library, process, key, generation, workdir, extra)
 
 
 @dataclass

@@ -64,6 +64,14 @@ def error_message(response: httpx.Response) -> str:
     return message or f"HTTP {response.status_code} {response.reason_phrase}"
 
 
+def expect_file(response: httpx.Response, what: str) -> None:
+    """A page, thumbnail or archive answer is never JSON or HTML: those are errors or
+    nonsense, and their bytes must not be served as the file's."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if response.status_code < 300 and kind in ("application/json", "text/html"):
+        raise BadResponse(f"{what}: the server answered {kind} instead of the file")
+
+
 def content_disposition_filename(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
     """The file name in `Content-Disposition`, which LRR sends as raw UTF-8."""
     for name, value in raw_headers:
@@ -174,18 +182,27 @@ class LrrClient:
         idempotent: bool = True,
     ) -> httpx.Response:
         """One API call, retried while idempotent, under one overall deadline."""
+
+        async def attempt() -> httpx.Response:
+            async with self._limiter:
+                return await self._counted(
+                    self._http.request(method, url, params=params, data=data, headers=headers)
+                )
+
+        return await self._retrying(attempt, what, idempotent)
+
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[httpx.Response]], what: str, idempotent: bool = True
+    ) -> httpx.Response:
+        """Run `attempt` until it answers, retrying transport errors and 429/502/503/504
+        a few times while the request is idempotent, all under one deadline."""
         attempts = len(RETRY_DELAYS) + 1 if idempotent else 1
         try:
             with trio.fail_after(self.timeout):
-                for attempt in range(attempts):
-                    last = attempt == attempts - 1
+                for number in range(attempts):
+                    last = number == attempts - 1
                     try:
-                        async with self._limiter:
-                            response = await self._counted(
-                                self._http.request(
-                                    method, url, params=params, data=data, headers=headers
-                                )
-                            )
+                        response = await attempt()
                     except httpx.TransportError as exc:
                         if last:
                             raise ServerUnreachable(
@@ -195,8 +212,9 @@ class LrrClient:
                     else:
                         if response.status_code not in RETRY_STATUSES or last:
                             return response
+                        await response.aclose()
                         log.debug("%s: HTTP %d, retrying", what, response.status_code)
-                    await trio.sleep(RETRY_DELAYS[attempt])
+                    await trio.sleep(RETRY_DELAYS[number])
         except trio.TooSlowError:
             raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
         raise AssertionError("unreachable")
@@ -325,6 +343,7 @@ class LrrClient:
             await self._extract(arcid)
             response = await self._send("GET", ref.url, what=what)
         self._raise_for_status(response, what)
+        expect_file(response, what)
         return response.content
 
     async def thumbnail(self, arcid: str) -> Thumbnail:
@@ -342,6 +361,7 @@ class LrrClient:
                 if response.status_code == 202:
                     await self._wait_for_job(self._json(response, what), what)
                     continue
+                expect_file(response, what)
                 if content_disposition_filename(response.headers.raw) != PLACEHOLDER_NAME:
                     return Thumbnail(response.content, placeholder=False)
                 await trio.sleep(THUMBNAIL_POLL * 2)
@@ -349,6 +369,7 @@ class LrrClient:
         self._raise_for_status(response, what)
         if response.status_code != 200:
             raise BadResponse(f"{what}: HTTP {response.status_code} without a fallback")
+        expect_file(response, what)
         return Thumbnail(response.content, placeholder=True)
 
     async def _wait_for_job(self, body: Any, what: str) -> None:
@@ -391,16 +412,15 @@ class LrrClient:
         token = object()
         await self._stream_limiter.acquire_on_behalf_of(token)
         response: httpx.Response | None = None
+
+        async def attempt() -> httpx.Response:
+            answer = await self._counted(self._http.send(request, stream=True))
+            if answer.status_code >= 400:
+                await answer.aread()
+            return answer
+
         try:
-            try:
-                with trio.fail_after(self.timeout):
-                    response = await self._counted(self._http.send(request, stream=True))
-                    if response.status_code >= 400:
-                        await response.aread()
-            except trio.TooSlowError:
-                raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
-            except httpx.TransportError as exc:
-                raise ServerUnreachable(f"{what}: {describe_transport_error(exc)}") from None
+            response = await self._retrying(attempt, what)
             self._raise_for_status(response, what)
             return DownloadStream(response, start, what, self._release(token))
         except BaseException:
@@ -472,6 +492,7 @@ class DownloadStream:
         self.total, self._skip = self._parse_range(response, start)
 
     def _parse_range(self, response: httpx.Response, start: int) -> tuple[int, int]:
+        expect_file(response, self._what)
         if response.status_code == 206:
             match = re.fullmatch(
                 r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("content-range", "")

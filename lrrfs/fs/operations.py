@@ -102,6 +102,7 @@ class LrrOperations(pyfuse3.Operations):
     def attach(self, nursery: trio.Nursery) -> None:
         """Give the adapter a nursery for background work (kernel invalidations)."""
         self._nursery = nursery
+        self.library.attach(nursery)
 
     # -- nodes and attributes ---------------------------------------------------
 

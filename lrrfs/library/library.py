@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 from cachetools import LRUCache
@@ -129,6 +130,7 @@ class Library:
         self._placeholder_retry = placeholder_retry
         self._flights: SingleFlight[object] = SingleFlight()
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
+        self._nursery: trio.Nursery | None = None
 
     # -- the index --------------------------------------------------------------
 
@@ -302,6 +304,13 @@ class Library:
 
     async def _load_pages(self, archive: Archive) -> list[Page]:
         refs = await self.client.page_list(archive.arcid)
+        expected = archive.meta.pagecount
+        if self.info and self.info.has_files_route and expected and len(refs) != expected:
+            # (Old servers report 0 pages until the first extraction: no check there.)
+            raise BadResponse(
+                f"{archive.name}: the server lists {len(refs)} pages but counts {expected}; "
+                "refusing to guess which pages are real"
+            )
         resized = bool(self.info and self.info.resizes_images)
         names = page_names(refs, force_extension="jpg" if resized else None)
         sizes: dict[int, int] = {}
@@ -401,16 +410,31 @@ class Library:
     # -- thumbnail, archive file, metadata ------------------------------------------
 
     async def thumbnail(self, arcid: str) -> bytes:
-        """The cover thumbnail. A placeholder is asked for again after a while."""
+        """The cover thumbnail. A placeholder is asked for again, in the background,
+        after a while: the caller gets what is known at once."""
         thumb = self._thumbs.get(arcid)
-        stale = (
-            thumb is not None
-            and thumb.placeholder
-            and (trio.current_time() - thumb.fetched > self._placeholder_retry)
-        )
-        if thumb is None or stale:
+        if thumb is None:
             thumb = await self._flights.run(("thumb", arcid), lambda: self._fetch_thumbnail(arcid))
+        elif thumb.placeholder and trio.current_time() - thumb.fetched > self._placeholder_retry:
+            thumb.fetched = trio.current_time()  # one retry at a time
+            self._in_background(self._fetch_thumbnail(arcid))
         return thumb.data  # type: ignore[union-attr]
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Give the library a nursery for work nobody waits for."""
+        self._nursery = nursery
+
+    def _in_background(self, job: Coroutine[Any, Any, object]) -> None:
+        async def run() -> None:
+            try:
+                await job
+            except LrrError as exc:
+                log.info("background fetch failed: %s", exc)
+
+        if self._nursery is None:
+            job.close()
+        else:
+            self._nursery.start_soon(run)
 
     def thumbnail_is_placeholder(self, arcid: str) -> bool:
         thumb = self._thumbs.get(arcid)
