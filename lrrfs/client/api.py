@@ -235,6 +235,16 @@ class LrrClient:
 
     def _raise_for_status(self, response: httpx.Response, what: str) -> None:
         status = response.status_code
+        if 300 <= status < 400:
+            target = urlsplit(response.headers.get("location", ""))
+            where = (
+                f"{target.scheme}://{target.hostname or ''}{target.path}" if target.scheme else "?"
+            )
+            raise ServerError(
+                f"{what}: the server redirects to {where}; mount that address instead "
+                "(lrrfs follows no redirect, so the API key never leaves this server)",
+                status,
+            )
         if status < 400:
             return
         if status in (401, 403):
