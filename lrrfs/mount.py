@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from . import notify, status
 from .client import LrrClient, LrrError
 from .fs import LrrOperations, Ownership, cancel_in_flight
 from .library import Library
@@ -27,6 +29,7 @@ from .library import Library
 log = logging.getLogger(__name__)
 
 IDLE_STREAM_SECONDS = 10.0
+READY_PROBE_SECONDS = 30.0
 
 
 class MountError(Exception):
@@ -48,6 +51,8 @@ class MountOptions:
     uid: int | None = None  # owner of every file (default: the mounting user)
     gid: int | None = None
     umask: int = 0o022
+    fsname: str | None = None  # the source df and findmnt show (default: the URL)
+    kernel_options: frozenset[str] = frozenset()  # nosuid, nodev, noexec given with -o
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -72,8 +77,10 @@ def prepare_mountpoint(mountpoint: Path) -> bool:
 
 
 def fuse_options(options: MountOptions) -> set[str]:
-    source = options.url.replace(",", "%2C")
+    source = (options.fsname or options.url).replace(",", "%2C")
     result = set(pyfuse3.default_options) | {f"fsname={source}", "subtype=lrrfs", "noatime"}
+    # read_only is not the kernel's ro: editors' scratch files stay writable (docs/editing.md)
+    result |= options.kernel_options
     if options.allow_other:
         result.add("allow_other")
     if options.debug_fuse:
@@ -134,9 +141,31 @@ async def _stop_on_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("%s: unmounting", signal.Signals(signum).name)
+            notify.stopping("unmounting")
             pyfuse3.terminate()
             cancel_in_flight()  # do not wait for a hung server
             return
+
+
+async def _announce_ready(options: MountOptions, library: Library, ready: Ready) -> None:
+    """Report the mount ready once it answers (statfs reaches this process, not the server)."""
+    try:
+        with trio.fail_after(READY_PROBE_SECONDS):
+            await trio.to_thread.run_sync(os.statvfs, options.mountpoint, abandon_on_cancel=True)
+    except (OSError, trio.TooSlowError) as exc:
+        ready(f"the mount on {options.mountpoint} does not answer: {exc!r}")
+        pyfuse3.terminate()
+        return
+    ready(None)
+    notify.ready(f"{len(library)} archives from {options.url} on {options.mountpoint}")
+
+
+async def _keep_status(options: MountOptions, library: Library, file: status.StatusFile) -> None:
+    """Rewrite the status file `lrrfs status` reads, every few seconds."""
+    started = time.time()
+    while True:
+        file.write(status.snapshot(options, library, started))
+        await trio.sleep(status.INTERVAL)
 
 
 async def serve(options: MountOptions, ready: Ready) -> None:
@@ -161,16 +190,20 @@ async def serve(options: MountOptions, ready: Ready) -> None:
         ready(f"cannot mount on {options.mountpoint}: {exc}")
         raise MountError(str(exc)) from None
     log.info("mounted %s on %s", options.url, options.mountpoint)
+    status_file = status.StatusFile(options.mountpoint)
     try:
         async with trio.open_nursery() as nursery:
             ops.attach(nursery)
             nursery.start_soon(_stop_on_signal)
             nursery.start_soon(_follow_server, library, ops, options.refresh_interval)
             nursery.start_soon(_close_idle_streams, ops)
-            ready(None)
+            nursery.start_soon(_keep_status, options, library, status_file)
+            nursery.start_soon(_announce_ready, options, library, ready)
             await pyfuse3.main(min_tasks=4, max_tasks=64)
             nursery.cancel_scope.cancel()
     finally:
+        notify.stopping("unmounting")
+        status_file.remove()
         pyfuse3.close(unmount=True)
         await client.aclose()
         log.info("unmounted %s", options.mountpoint)

@@ -334,8 +334,21 @@ class LrrOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        """The library's size, from memory only: file managers and df call this often.
+
+        Size and used are the archives' total size (as the server reports it; at
+        least one block, or df hides the mount as a pseudo file system). Free is 0,
+        but available equals the size: desktop low-disk-space monitors read f_bavail
+        and would warn about a "full" mount that nothing can fill.
+        """
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = BLOCK_SIZE
+        total = 0
+        for name in self.library.names:
+            archive = self.library.find(name)
+            total += (archive.meta.size or 0) if archive is not None else 0
+        data.f_blocks = data.f_bavail = max(1, -(-total // BLOCK_SIZE))
+        data.f_bfree = 0
         data.f_files = len(self.library)
         data.f_namemax = 255
         return data
