@@ -166,6 +166,8 @@ def test_the_user_unit_is_ready_once_mounted_and_unmounts_on_stop(
         assert is_live_mount(mountpoint)
         assert sorted(os.listdir(mountpoint)) == ["Book 0", "Book 1"]
         assert "2 archives" in ready["STATUS"]
+        argv = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        assert not any(secret in argv for secret in secrets_of())
         process.send_signal(signal.SIGTERM)  # what `systemctl --user stop` sends (KillSignal)
         assert notify_socket.receive()["STOPPING"] == "1"
         assert process.wait(30) == 0
@@ -176,6 +178,7 @@ def test_the_user_unit_is_ready_once_mounted_and_unmounts_on_stop(
     assert lines and all(re.match(r"<[0-7]>", line) for line in lines), lines
     assert any(line.startswith("<6>lrrfs.mount: connected to LANraragi") for line in lines)
     assert not any(TIMESTAMP.search(line) for line in lines)
+    assert not any(secret in log.read_bytes() for secret in secrets_of())  # key from the profile
 
 
 def test_journal_lines_carry_the_level_and_show_requests_without_the_key(
