@@ -126,6 +126,7 @@ SETTINGS: dict[str, Setting] = {
     "log_file": Setting(_path, "log file in the background"),
     "verbose": Setting(_flag, "log every request"),
     "debug_fuse": Setting(_flag, "log every FUSE call"),
+    "insecure": Setting(_flag, "do not verify the https server's certificate (unsafe)"),
 }
 
 DEFAULTS: Settings = {
@@ -138,6 +139,7 @@ DEFAULTS: Settings = {
     "allow_other": False,
     "verbose": False,
     "debug_fuse": False,
+    "insecure": False,
 }
 
 # -o names users bring from other FUSE file systems and fstab, as lrrfs settings.

@@ -164,7 +164,7 @@ class Mount:
         self.unmount()
 
     def unmount(self) -> None:
-        if os.path.ismount(self.path):
+        if in_mount_table(self.path):
             done = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
             if done.returncode != 0:
                 subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
@@ -189,6 +189,13 @@ def wait_for(condition, timeout: float = 20.0) -> bool:
     return condition()
 
 
+def in_mount_table(path: Path) -> bool:
+    """Mounted, live or dead (os.path.ismount can say no for a dead FUSE mount)."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as table:
+        return any(line.split()[4].replace("\\040", " ") == target for line in table)
+
+
 def is_live_mount(path: Path) -> bool:
     """A mount that answers (a dead FUSE mount still looks like a mount point)."""
     try:
@@ -211,11 +218,12 @@ def start_mount(
     *,
     key: str | None = KEY,
     args: tuple[str, ...] = (),
+    url: str | None = None,
 ) -> Mount:
     mountpoint.mkdir(parents=True, exist_ok=True)
     log = mountpoint.parent / f"{mountpoint.name}.log"
     command = [
-        PYTHON, "-m", "lrrfs", "mount", server.url, str(mountpoint), "-f",
+        PYTHON, "-m", "lrrfs", "mount", url or server.url, str(mountpoint), "-f",
         "--refresh-interval", "2", "--timeout", "20", *args,
     ]  # fmt: skip
     with open(log, "w") as log_file:

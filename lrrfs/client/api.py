@@ -42,7 +42,12 @@ PLACEHOLDER_NAME = "noThumb.png"
 
 def describe_transport_error(exc: httpx.TransportError) -> str:
     """A short reason for a transport failure, without URLs or headers."""
-    text = str(exc).strip()
+    # httpx and trio wrap the telling error (a refused certificate, a reset) in errors
+    # without text: say the innermost one that has some.
+    text, inner = str(exc).strip(), exc.__cause__ or exc.__context__
+    while inner is not None:
+        text = str(inner).strip() or text
+        inner = inner.__cause__ or inner.__context__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

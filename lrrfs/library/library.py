@@ -122,6 +122,7 @@ class Library:
         self._by_name: dict[str, str] = {}
         self._pinned: dict[str, int] = {}  # arcid -> open editors: its folder keeps its name
         self._sorted_names: list[str] = []
+        self.total_size = 0  # bytes of all archive files, as the server reports them
         self._pages: LRUCache[tuple[str, int], bytes] = LRUCache(cache_bytes, getsizeof=len)
         self._thumbs: LRUCache[str, _Thumb] = LRUCache(
             thumbnail_cache_bytes, getsizeof=lambda t: len(t.data)
@@ -175,6 +176,8 @@ class Library:
         if changes.added or changes.removed or changes.renamed:
             self._by_name = {a.name: arcid for arcid, a in self._archives.items()}
             self._sorted_names = sorted(self._by_name)
+        if changes:
+            self.total_size = sum(a.meta.size or 0 for a in self._archives.values())
         return changes
 
     def _update_meta(self, archive: Archive, meta: ArchiveMeta) -> None:
