@@ -200,6 +200,12 @@ def add_access_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="let other users see the mount (non-root: needs user_allow_other in /etc/fuse.conf)",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="do not verify an https server's certificate (unsafe: logged loudly)",
+    )
 
 
 def add_browsing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -237,7 +243,8 @@ def add_log_arguments(parser: argparse.ArgumentParser) -> None:
 # argparse destinations that are settings of the same name
 FLAG_SETTINGS = ("api_key_file", "refresh_interval", "timeout", "cache_size", "thumbnail_wait",
                  "read_only", "uid", "gid", "umask", "allow_other", "log_file", "verbose",
-                 "debug_fuse", "no_views", "no_progress", "clear_new_on_read")  # fmt: skip
+                 "debug_fuse", "insecure", "no_views", "no_progress",
+                 "clear_new_on_read")  # fmt: skip
 
 
 def mount_settings(args: argparse.Namespace) -> tuple[Settings, frozenset[str]]:
@@ -283,6 +290,7 @@ def mount_options(args: argparse.Namespace) -> tuple[MountOptions, Settings]:
         thumbnail_wait=settings["thumbnail_wait"],  # type: ignore[arg-type]
         allow_other=bool(settings["allow_other"]),
         debug_fuse=bool(settings["debug_fuse"]),
+        verify_tls=not settings["insecure"],
         read_only=bool(settings["read_only"]),
         uid=settings.get("uid"),  # type: ignore[arg-type]
         gid=settings.get("gid"),  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import trio
 
 from . import notify, status
 from .client import LrrClient, LrrError
-from .fs import LrrOperations, Ownership
+from .fs import LrrOperations, Ownership, cancel_in_flight
 from .library import Library
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class MountOptions:
     cache_bytes: int = 256 << 20
     thumbnail_wait: float = 5.0
     allow_other: bool = False
+    verify_tls: bool = True  # https certificates; off only with --insecure, loudly
     debug_fuse: bool = False
     read_only: bool = False  # metadata.json not editable even with a key
     uid: int | None = None  # owner of every file (default: the mounting user)
@@ -98,7 +99,14 @@ async def _connect(options: MountOptions) -> tuple[LrrClient, Library]:
         api_key=options.api_key,
         timeout=options.timeout,
         thumbnail_wait=options.thumbnail_wait,
+        verify=options.verify_tls,
     )
+    if not options.verify_tls and options.url.startswith("https:"):
+        log.warning(
+            "NOT verifying the certificate of %s (--insecure): anyone on the network "
+            "path can read the API key and the library",
+            options.url,
+        )
     library = Library(
         client,
         cache_bytes=options.cache_bytes,
@@ -148,13 +156,13 @@ async def _close_idle_streams(ops: LrrOperations) -> None:
         await ops.close_idle_streams(IDLE_STREAM_SECONDS)
 
 
-async def _stop_on_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            notify.stopping("unmounting")
-            pyfuse3.terminate()
-            return
+async def _stop_on_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("%s: unmounting", signal.Signals(signum).name)
+        notify.stopping("unmounting")
+        pyfuse3.terminate()
+        cancel_in_flight()  # do not wait for a hung server
+        return
 
 
 async def _announce_ready(options: MountOptions, library: Library, ready: Ready) -> None:
@@ -180,6 +188,13 @@ async def _keep_status(options: MountOptions, library: Library, file: status.Sta
 
 async def serve(options: MountOptions, ready: Ready) -> None:
     """Mount and serve until a signal or an external unmount."""
+    # Signals are caught from the start: one that comes while mounting stops the mount
+    # as soon as it is up, instead of killing the process and leaving a dead mount.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        await _serve(options, ready, signals)
+
+
+async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int]) -> None:
     try:
         client, library = await _connect(options)
     except MountError as exc:
@@ -204,7 +219,7 @@ async def serve(options: MountOptions, ready: Ready) -> None:
     try:
         async with trio.open_nursery() as nursery:
             ops.attach(nursery)
-            nursery.start_soon(_stop_on_signal)
+            nursery.start_soon(_stop_on_signal, signals)
             nursery.start_soon(_follow_server, library, ops, options.refresh_interval)
             nursery.start_soon(_close_idle_streams, ops)
             nursery.start_soon(_keep_status, options, library, status_file)

@@ -32,6 +32,21 @@ class Server:
     process: subprocess.Popen
     key: str | None
     generation: str = "0.9"
+    workdir: Path | None = None
+    extra: tuple[str, ...] = ()
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def restart(self) -> Server:
+        """A new server process on the same port, library and settings."""
+        self.stop()
+        assert self.workdir is not None
+        return start_server(
+            self.library, self.workdir, generation=self.generation, key=self.key,
+            extra=self.extra, port=self.port,
+        )  # fmt: skip
 
     def page_urls(self, arcid: str) -> list[str]:
         """The page URLs as the server lists them (GET /files, or POST /extract on 0.7)."""
@@ -108,9 +123,10 @@ def start_server(
     generation: str = "0.9",
     key: str | None = KEY,
     extra: tuple[str, ...] = (),
+    port: int = 0,
 ) -> Server:
     command = [
-        PYTHON, "-m", "lrrfs", "demo-server", "--library", str(library), "--port", "0",
+        PYTHON, "-m", "lrrfs", "demo-server", "--library", str(library), "--port", str(port),
         "--faults", "--api-generation", generation, "--thumbnail-delay", "0.3",
         "--missing-page-hang", "5", *extra,
     ]  # fmt: skip
@@ -126,7 +142,7 @@ def start_server(
         process.kill()
         process.wait()
         raise RuntimeError(f"demo-server did not start: {line!r}")
-    return Server(line.rsplit(" ", 1)[-1], library, process, key, generation)
+    return Server(line.rsplit(" ", 1)[-1], library, process, key, generation, workdir, extra)
 
 
 @dataclass
@@ -152,7 +168,7 @@ class Mount:
         self.unmount()
 
     def unmount(self) -> None:
-        if os.path.ismount(self.path):
+        if in_mount_table(self.path):
             done = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
             if done.returncode != 0:
                 subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
@@ -182,6 +198,13 @@ def wait_for(condition, timeout: float = 20.0) -> bool:
     return condition()
 
 
+def in_mount_table(path: Path) -> bool:
+    """Mounted, live or dead (os.path.ismount can say no for a dead FUSE mount)."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as table:
+        return any(line.split()[4].replace("\\040", " ") == target for line in table)
+
+
 def is_live_mount(path: Path) -> bool:
     """A mount that answers (a dead FUSE mount still looks like a mount point)."""
     try:
@@ -204,11 +227,12 @@ def start_mount(
     *,
     key: str | None = KEY,
     args: tuple[str, ...] = (),
+    url: str | None = None,
 ) -> Mount:
     mountpoint.mkdir(parents=True, exist_ok=True)
     log = mountpoint.parent / f"{mountpoint.name}.log"
     command = [
-        PYTHON, "-m", "lrrfs", "mount", server.url, str(mountpoint), "-f",
+        PYTHON, "-m", "lrrfs", "mount", url or server.url, str(mountpoint), "-f",
         "--refresh-interval", "2", "--timeout", "20", *args,
     ]  # fmt: skip
     with open(log, "w") as log_file:

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import KEY, PYTHON, Server, archive_names
+from .conftest import KEY, PYTHON, Server, archive_names, wait_for
 from .test_config import books, keyed_server, lrrfs_env, run_lrrfs, secrets_of, write_key_file
-from .test_lifecycle import wait_for
 
 __all__ = ["books", "keyed_server"]  # module fixtures shared with test_config
 

@@ -15,9 +15,8 @@ import pytest
 from lrrfs.status import status_name
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import KEY, Server, start_server
+from .conftest import KEY, Server, start_server, wait_for
 from .test_config import MIB, foreground_mount, lrrfs_env, run_lrrfs, secrets_of, status_json
-from .test_lifecycle import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import KEY, Server, archive_names, is_live_mount
+from .conftest import KEY, Server, archive_names, in_mount_table, is_live_mount, wait_for
 from .test_config import books, keyed_server, lrrfs_env, secrets_of, write_key_file
-from .test_lifecycle import wait_for
 
 __all__ = ["books", "keyed_server"]  # module fixtures shared with test_config
 
@@ -129,7 +128,7 @@ def stop(process: subprocess.Popen, mountpoint: Path) -> None:
     if process.poll() is None:
         process.terminate()
         process.wait(30)
-    if os.path.ismount(mountpoint):
+    if in_mount_table(mountpoint):
         subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
 
 

@@ -53,7 +53,12 @@ PLACEHOLDER_NAME = "noThumb.png"
 
 def describe_transport_error(exc: httpx.TransportError) -> str:
     """A short reason for a transport failure, without URLs or headers."""
-    text = str(exc).strip()
+    # httpx and trio wrap the telling error (a refused certificate, a reset) in errors
+    # without text: say the innermost one that has some.
+    text, inner = str(exc).strip(), exc.__cause__ or exc.__context__
+    while inner is not None:
+        text = str(inner).strip() or text
+        inner = inner.__cause__ or inner.__context__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -73,6 +78,14 @@ def error_message(response: httpx.Response) -> str:
                 message = str(first.get("message", ""))
     message = message.strip()[:200]
     return message or f"HTTP {response.status_code} {response.reason_phrase}"
+
+
+def expect_file(response: httpx.Response, what: str) -> None:
+    """A page, thumbnail or archive answer is never JSON or HTML: those are errors or
+    nonsense, and their bytes must not be served as the file's."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if response.status_code < 300 and kind in ("application/json", "text/html"):
+        raise BadResponse(f"{what}: the server answered {kind} instead of the file")
 
 
 def content_disposition_filename(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -185,18 +198,27 @@ class LrrClient:
         idempotent: bool = True,
     ) -> httpx.Response:
         """One API call, retried while idempotent, under one overall deadline."""
+
+        async def attempt() -> httpx.Response:
+            async with self._limiter:
+                return await self._counted(
+                    self._http.request(method, url, params=params, data=data, headers=headers)
+                )
+
+        return await self._retrying(attempt, what, idempotent)
+
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[httpx.Response]], what: str, idempotent: bool = True
+    ) -> httpx.Response:
+        """Run `attempt` until it answers, retrying transport errors and 429/502/503/504
+        a few times while the request is idempotent, all under one deadline."""
         attempts = len(RETRY_DELAYS) + 1 if idempotent else 1
         try:
             with trio.fail_after(self.timeout):
-                for attempt in range(attempts):
-                    last = attempt == attempts - 1
+                for number in range(attempts):
+                    last = number == attempts - 1
                     try:
-                        async with self._limiter:
-                            response = await self._counted(
-                                self._http.request(
-                                    method, url, params=params, data=data, headers=headers
-                                )
-                            )
+                        response = await attempt()
                     except httpx.TransportError as exc:
                         if last:
                             raise ServerUnreachable(
@@ -206,8 +228,9 @@ class LrrClient:
                     else:
                         if response.status_code not in RETRY_STATUSES or last:
                             return response
+                        await response.aclose()
                         log.debug("%s: HTTP %d, retrying", what, response.status_code)
-                    await trio.sleep(RETRY_DELAYS[attempt])
+                    await trio.sleep(RETRY_DELAYS[number])
         except trio.TooSlowError:
             raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
         raise AssertionError("unreachable")
@@ -228,6 +251,16 @@ class LrrClient:
 
     def _raise_for_status(self, response: httpx.Response, what: str) -> None:
         status = response.status_code
+        if 300 <= status < 400:
+            target = urlsplit(response.headers.get("location", ""))
+            where = (
+                f"{target.scheme}://{target.hostname or ''}{target.path}" if target.scheme else "?"
+            )
+            raise ServerError(
+                f"{what}: the server redirects to {where}; mount that address instead "
+                "(lrrfs follows no redirect, so the API key never leaves this server)",
+                status,
+            )
         if status < 400:
             return
         if status in (401, 403):
@@ -379,6 +412,7 @@ class LrrClient:
             await self._extract(arcid)
             response = await self._send("GET", ref.url, what=what)
         self._raise_for_status(response, what)
+        expect_file(response, what)
         return response.content
 
     async def thumbnail(self, arcid: str) -> Thumbnail:
@@ -396,6 +430,7 @@ class LrrClient:
                 if response.status_code == 202:
                     await self._wait_for_job(self._json(response, what), what)
                     continue
+                expect_file(response, what)
                 if content_disposition_filename(response.headers.raw) != PLACEHOLDER_NAME:
                     return Thumbnail(response.content, placeholder=False)
                 await trio.sleep(THUMBNAIL_POLL * 2)
@@ -403,6 +438,7 @@ class LrrClient:
         self._raise_for_status(response, what)
         if response.status_code != 200:
             raise BadResponse(f"{what}: HTTP {response.status_code} without a fallback")
+        expect_file(response, what)
         return Thumbnail(response.content, placeholder=True)
 
     async def _wait_for_job(self, body: Any, what: str) -> None:
@@ -445,16 +481,15 @@ class LrrClient:
         token = object()
         await self._stream_limiter.acquire_on_behalf_of(token)
         response: httpx.Response | None = None
+
+        async def attempt() -> httpx.Response:
+            answer = await self._counted(self._http.send(request, stream=True))
+            if answer.status_code >= 400:
+                await answer.aread()
+            return answer
+
         try:
-            try:
-                with trio.fail_after(self.timeout):
-                    response = await self._counted(self._http.send(request, stream=True))
-                    if response.status_code >= 400:
-                        await response.aread()
-            except trio.TooSlowError:
-                raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
-            except httpx.TransportError as exc:
-                raise ServerUnreachable(f"{what}: {describe_transport_error(exc)}") from None
+            response = await self._retrying(attempt, what)
             self._raise_for_status(response, what)
             return DownloadStream(response, start, what, self._release(token))
         except BaseException:
@@ -532,6 +567,7 @@ class DownloadStream:
         self.total, self._skip = self._parse_range(response, start)
 
     def _parse_range(self, response: httpx.Response, start: int) -> tuple[int, int]:
+        expect_file(response, self._what)
         if response.status_code == 206:
             match = re.fullmatch(
                 r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("content-range", "")

@@ -103,7 +103,7 @@ class LrrOperations(pyfuse3.Operations):
     def attach(self, nursery: trio.Nursery) -> None:
         """Give the adapter a nursery for background work (kernel invalidations, progress)."""
         self._nursery = nursery
-        nursery.start_soon(self.library.reading.run)
+        self.library.attach(nursery)
 
     # -- nodes and attributes ---------------------------------------------------
 
@@ -376,10 +376,7 @@ class LrrOperations(pyfuse3.Operations):
         """
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = BLOCK_SIZE
-        total = 0
-        for name in self.library.names:
-            archive = self.library.find(name)
-            total += (archive.meta.size or 0) if archive is not None else 0
+        total = self.library.total_size
         data.f_blocks = data.f_bavail = max(1, -(-total // BLOCK_SIZE))
         data.f_bfree = 0
         data.f_files = len(self.library)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import trio
 from cachetools import LRUCache
@@ -130,6 +131,7 @@ class Library:
         self._by_name: dict[str, str] = {}
         self._pinned: dict[str, int] = {}  # arcid -> open editors: its folder keeps its name
         self._sorted_names: list[str] = []
+        self.total_size = 0  # bytes of all archive files, as the server reports them
         self._pages: LRUCache[tuple[str, int], bytes] = LRUCache(cache_bytes, getsizeof=len)
         self._thumbs: LRUCache[str, _Thumb] = LRUCache(
             thumbnail_cache_bytes, getsizeof=lambda t: len(t.data)
@@ -138,6 +140,7 @@ class Library:
         self._placeholder_retry = placeholder_retry
         self._flights: SingleFlight[object] = SingleFlight()
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
+        self._nursery: trio.Nursery | None = None
 
     # -- the index --------------------------------------------------------------
 
@@ -193,6 +196,8 @@ class Library:
             self._sorted_names = sorted(self._by_name)
         if self.views is not None and (changes.added or changes.removed or changes.updated):
             self.views.update(a.meta for a in self._archives.values())
+        if changes:
+            self.total_size = sum(a.meta.size or 0 for a in self._archives.values())
         return changes
 
     def _update_meta(self, archive: Archive, meta: ArchiveMeta) -> None:
@@ -376,6 +381,13 @@ class Library:
 
     async def _load_pages(self, archive: Archive) -> list[Page]:
         refs = await self.client.page_list(archive.arcid)
+        expected = archive.meta.pagecount
+        if self.info and self.info.has_files_route and expected and len(refs) != expected:
+            # (Old servers report 0 pages until the first extraction: no check there.)
+            raise BadResponse(
+                f"{archive.name}: the server lists {len(refs)} pages but counts {expected}; "
+                "refusing to guess which pages are real"
+            )
         resized = bool(self.info and self.info.resizes_images)
         names = page_names(refs, force_extension="jpg" if resized else None)
         sizes: dict[int, int] = {}
@@ -475,16 +487,32 @@ class Library:
     # -- thumbnail, archive file, metadata ------------------------------------------
 
     async def thumbnail(self, arcid: str) -> bytes:
-        """The cover thumbnail. A placeholder is asked for again after a while."""
+        """The cover thumbnail. A placeholder is asked for again, in the background,
+        after a while: the caller gets what is known at once."""
         thumb = self._thumbs.get(arcid)
-        stale = (
-            thumb is not None
-            and thumb.placeholder
-            and (trio.current_time() - thumb.fetched > self._placeholder_retry)
-        )
-        if thumb is None or stale:
+        if thumb is None:
             thumb = await self._flights.run(("thumb", arcid), lambda: self._fetch_thumbnail(arcid))
+        elif thumb.placeholder and trio.current_time() - thumb.fetched > self._placeholder_retry:
+            thumb.fetched = trio.current_time()  # one retry at a time
+            self._in_background(self._fetch_thumbnail(arcid))
         return thumb.data  # type: ignore[union-attr]
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Give the library a nursery for work nobody waits for."""
+        self._nursery = nursery
+        nursery.start_soon(self.reading.run)
+
+    def _in_background(self, job: Coroutine[Any, Any, object]) -> None:
+        async def run() -> None:
+            try:
+                await job
+            except LrrError as exc:
+                log.info("background fetch failed: %s", exc)
+
+        if self._nursery is None:
+            job.close()
+        else:
+            self._nursery.start_soon(run)
 
     def thumbnail_is_placeholder(self, arcid: str) -> bool:
         thumb = self._thumbs.get(arcid)
