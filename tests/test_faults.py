@@ -20,7 +20,7 @@ import pytest
 
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import start_mount, start_server, wait_for
+from .conftest import archive_names, start_mount, start_server, wait_for
 
 DEADLINE = 3.0  # --timeout of the mounts here
 SLACK = 5.0  # what a loaded 2-core machine may add to the deadline
@@ -156,11 +156,11 @@ def test_nonsense_archive_lists_keep_the_mount_serving(server, mount):
     server.faults(rules=[{"match": r"GET /api/archives$", "action": "nonsense",
                           "body": json.dumps([*good, bad_entry, wrong_type])}])  # fmt: skip
     assert wait_for(lambda: "is not 40 hex characters" in mount.log_text(), timeout=10)
-    names = os.listdir(mount.path)
+    names = archive_names(mount.path)
     assert "Bad Id" not in names and len(names) == len(good)
     server.faults(rules=[{"match": r"GET /api/archives$", "action": "nonsense"}])
     assert wait_for(lambda: "refresh of the archive list failed" in mount.log_text(), 10)
-    assert len(os.listdir(mount.path)) == len(good)  # the known listing stays
+    assert len(archive_names(mount.path)) == len(good)  # the known listing stays
 
 
 def test_a_rejected_key_gives_eacces_and_one_log_line(server, mount):
