@@ -322,6 +322,18 @@ def test_clear_new_on_read(views_server, tmp_path):
     assert progress_puts(views_server) == []
 
 
+def test_reading_through_a_read_only_mount_changes_nothing(views_server, tmp_path):
+    gamma = arcid(views_server, "Gamma")
+    views_server.clear_requests()
+    args = ("--read-only", "--clear-new-on-read")
+    with start_mount(views_server, tmp_path / "lrr", args=args) as reading:
+        for page in sorted((reading.path / "Gamma").glob("0*")):
+            page.read_bytes()
+        time.sleep(3)
+    assert [r for r in views_server.requests() if r["method"] not in ("GET", "HEAD", "POST")] == []
+    assert is_new(views_server.get(f"/api/archives/{gamma}/metadata").json())
+
+
 def test_no_views_gives_the_plain_tree(views_server, tmp_path):
     with start_mount(views_server, tmp_path / "lrr", args=("--no-views",)) as plain:
         names = os.listdir(plain.path)

@@ -124,8 +124,9 @@ class Library:
         self.read_only = read_only
         self.views = Views(client) if views else None
         self.reading = ReadingProgress(self._report_reading)
-        self._progress = progress  # until the server says whether it tracks progress
-        self._clear_new_on_read = clear_new_on_read
+        # Reading changes nothing on the server through a read-only mount.
+        self._progress = progress and not read_only  # until the server says if it tracks it
+        self._clear_new_on_read = clear_new_on_read and not read_only
         self.info: ServerInfo | None = None
         self._archives: dict[str, Archive] = {}
         self._by_name: dict[str, str] = {}
