@@ -229,14 +229,19 @@ def start_mount(
     args: tuple[str, ...] = (),
     url: str | None = None,
 ) -> Mount:
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    log = mountpoint.parent / f"{mountpoint.name}.log"
     command = [
         PYTHON, "-m", "lrrfs", "mount", url or server.url, str(mountpoint), "-f",
         "--refresh-interval", "2", "--timeout", "20", *args,
     ]  # fmt: skip
+    return launch_mount(command, mountpoint, mount_env(key))
+
+
+def launch_mount(command: list[str], mountpoint: Path, env: dict[str, str]) -> Mount:
+    """Run an `lrrfs mount -f` command line and wait until its mount answers."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    log = mountpoint.parent / f"{mountpoint.name}.log"
     with open(log, "w") as log_file:
-        process = subprocess.Popen(command, stderr=log_file, env=mount_env(key))
+        process = subprocess.Popen(command, stderr=log_file, env=env)
     mount = Mount(mountpoint, process, log, command)
     deadline = time.monotonic() + START_TIMEOUT
     while not is_live_mount(mountpoint):

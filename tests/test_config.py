@@ -13,23 +13,13 @@ import json
 import os
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import (
-    KEY,
-    PYTHON,
-    START_TIMEOUT,
-    Mount,
-    Server,
-    archive_names,
-    is_live_mount,
-    start_server,
-)
+from .conftest import KEY, PYTHON, Mount, Server, archive_names, launch_mount, start_server
 
 MIB = 1 << 20
 # What a test's lrrfs must not inherit from whatever runs pytest (a key, a systemd service).
@@ -56,19 +46,7 @@ def run_lrrfs(*args: str, env: dict[str, str], timeout: float = 60) -> subproces
 
 def foreground_mount(args: list[str], mountpoint: Path, env: dict[str, str]) -> Mount:
     """`lrrfs mount -f ARGS` in a subprocess, once its mount answers."""
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    log = mountpoint.parent / f"{mountpoint.name}.log"
-    command = [PYTHON, "-m", "lrrfs", "mount", "-f", *args]
-    with open(log, "w") as log_file:
-        process = subprocess.Popen(command, stderr=log_file, env=env)
-    mount = Mount(mountpoint, process, log, command)
-    deadline = time.monotonic() + START_TIMEOUT
-    while not is_live_mount(mountpoint):
-        if process.poll() is not None or time.monotonic() > deadline:
-            mount.unmount()
-            raise RuntimeError(f"lrrfs mount did not come up:\n{mount.log_text()}")
-        time.sleep(0.05)
-    return mount
+    return launch_mount([PYTHON, "-m", "lrrfs", "mount", "-f", *args], mountpoint, env)
 
 
 def write_key_file(path: Path, key: str = KEY) -> Path:
