@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 BLOCK_SIZE = 128 * 1024
+UNPIN_GRACE = 1.0  # seconds
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -508,7 +509,14 @@ class LrrOperations(pyfuse3.Operations):
                 await self._save_from(handle)  # the error reaches nobody, but it is logged
         finally:
             if handle.pinned:
-                self._background(self.apply_changes(self.library.unpin(handle.node.arcid)))
+                self._background(self._unpin_soon(handle.node.arcid))
+
+    async def _unpin_soon(self, arcid: str) -> None:
+        """Let the folder take its new name a moment after the editor's last scratch file
+        closed: the kernel reports the close late, and vim deletes its swap file by path
+        right after closing it."""
+        await trio.sleep(UNPIN_GRACE)
+        await self.apply_changes(self.library.unpin(arcid))
 
     async def _save_from(self, handle: FileHandle) -> None:
         handle.wrote = False
