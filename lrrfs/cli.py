@@ -1,4 +1,8 @@
-"""The `lrrfs` command line."""
+"""The `lrrfs` command line.
+
+`lrrfs URL|PROFILE MOUNTPOINT [-o OPTIONS]` is `lrrfs mount ...`, the form
+mount(8) and /etc/fstab use (through mount.fuse3, for type fuse.lrrfs).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,21 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .config import (
+    DEFAULTS,
+    SETTINGS,
+    ConfigError,
+    Settings,
+    default_config_path,
+    is_url,
+    load_profile,
+    parse_mount_options,
+)
 
 if TYPE_CHECKING:  # the mount machinery (pyfuse3, trio) loads only when needed
     from .mount import MountOptions
@@ -19,6 +34,10 @@ if TYPE_CHECKING:  # the mount machinery (pyfuse3, trio) loads only when needed
 log = logging.getLogger("lrrfs")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# journald stamps every line itself and reads a "<N>" syslog priority at the start of a line.
+JOURNAL_FORMAT = "%(name)s: %(message)s"
+JOURNAL_PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
+COMMANDS = ("mount", "umount", "status", "demo", "demo-server")
 
 
 def default_log_file() -> Path:
@@ -26,13 +45,38 @@ def default_log_file() -> Path:
     return Path(state) / "lrrfs" / "lrrfs.log"
 
 
+class JournalFormatter(logging.Formatter):
+    """Lines for journald: no time stamp, a syslog priority prefix on every line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = JOURNAL_PRIORITIES.get(record.levelno, 7)
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
+def stderr_is_journal() -> bool:
+    """Is stderr connected to journald (a systemd service)?"""
+    stream = os.environ.get("JOURNAL_STREAM")
+    if stream:  # "device:inode" of the journal stream; a child may have another stderr
+        try:
+            device, inode = (int(part) for part in stream.split(":"))
+            info = os.fstat(sys.stderr.fileno())
+        except (ValueError, OSError):
+            return False
+        return (info.st_dev, info.st_ino) == (device, inode)
+    return bool(os.environ.get("INVOCATION_ID")) and not sys.stderr.isatty()
+
+
 def setup_logging(verbose: bool, log_file: Path | None) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        journal = stderr_is_journal()
+        handler.setFormatter(
+            JournalFormatter(JOURNAL_FORMAT) if journal else logging.Formatter(LOG_FORMAT)
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -61,141 +105,269 @@ def read_api_key(key_file: Path | None) -> str | None:
     return key
 
 
-def positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
+def setting_type(name: str) -> Callable[[str], object]:
+    """An argparse type that parses like the config file and -o do."""
+
+    def parse(text: str) -> object:
+        try:
+            return SETTINGS[name].parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
 
 
-SIZE_UNITS = {"": 1 << 20, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def byte_size(text: str) -> int:
-    """A size in bytes from `512M`, `4G`, `1.5T`, `100K` or a plain number of MiB."""
-    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = raw[-1:] if raw[-1:] in SIZE_UNITS else ""
-    try:
-        value = float(raw[: len(raw) - len(unit)])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4G, 500M)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return int(value * SIZE_UNITS[unit])
+OPTIONS_HELP = """\
+mount options, comma-separated, as in fstab (command-line flags and -o win over the
+config file): api_key_file=FILE, refresh_interval=S, timeout=S, cache_size=SIZE (disk),
+memory_cache=SIZE, cache_dir=DIR, thumbnail_wait=S, ro (read_only), uid=N|NAME,
+gid=N|NAME, umask=OCTAL, allow_other, log_file=FILE, verbose (debug), debug_fuse,
+no_views, no_progress, clear_new_on_read, config=FILE; nosuid, nodev, noexec go to the
+kernel; rw, _netdev, nofail, noauto, user, x-* and other fstab words are ignored"""
 
 
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="the LANraragi server, e.g. http://nas:3000")
-    parser.add_argument("mountpoint", type=Path, help="an empty folder to mount on")
+    parser.add_argument(
+        "source",
+        metavar="URL|PROFILE",
+        help="the LANraragi server (e.g. http://nas:3000), or a profile in the config file",
+    )
+    parser.add_argument(
+        "mountpoint", metavar="MOUNTPOINT", type=Path, help="an empty folder to mount on"
+    )
+    parser.add_argument(
+        "-o", dest="options", action="append", default=[], metavar="OPT[=VAL],...",
+        help=OPTIONS_HELP,
+    )  # fmt: skip
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"config file with the profiles (default {default_config_path()})",
+    )
     parser.add_argument(
         "-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr"
     )
     parser.add_argument(
         "--api-key-file",
-        type=Path,
+        type=setting_type("api_key_file"),
+        metavar="FILE",
         help="file holding the API key (default: the LRR_API_KEY environment variable)",
     )
+    for flag, metavar, text in (
+        ("--refresh-interval", "SECONDS", "how often to look for new, changed and deleted "
+         "archives (default 60)"),
+        ("--timeout", "SECONDS", "longest wait for the server before a file call fails with "
+         "EIO (default 30)"),
+        ("--cache-size", "SIZE", "most disk space for this server's cached pages, thumbnails "
+         "and lists, e.g. 500M, 20G; 0 turns the disk cache off (default 4G)"),
+        ("--memory-cache", "SIZE", "memory for pages read lately, e.g. 128M (default 64M)"),
+        ("--cache-dir", "DIR", "folder of the disk cache, one subfolder per server "
+         "(default $XDG_CACHE_HOME/lrrfs, i.e. ~/.cache/lrrfs)"),
+        ("--thumbnail-wait", "SECONDS", "how long to wait for the server to make a missing "
+         "thumbnail (default 5)"),
+    ):  # fmt: skip
+        name = flag[2:].replace("-", "_")
+        parser.add_argument(flag, type=setting_type(name), metavar=metavar, help=text)
+    add_access_arguments(parser)
+    add_browsing_arguments(parser)
+    add_log_arguments(parser)
+
+
+def add_access_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--refresh-interval",
-        type=positive,
-        default=60.0,
-        metavar="SECONDS",
-        help="how often to look for new, changed and deleted archives (default 60)",
+        "--read-only",
+        "--ro",
+        action="store_true",
+        default=None,
+        help="mount read-only: nothing on the server can be changed through the mount",
     )
     parser.add_argument(
-        "--timeout",
-        type=positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="longest wait for the server before a file call fails with EIO (default 30)",
+        "--uid", type=setting_type("uid"), metavar="UID", help="owner of every file (default: you)"
     )
     parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        help="folder of the disk cache; each server gets a subfolder "
-        "(default $XDG_CACHE_HOME/lrrfs, i.e. ~/.cache/lrrfs)",
+        "--gid",
+        type=setting_type("gid"),
+        metavar="GID",
+        help="group of every file (default: yours)",
     )
     parser.add_argument(
-        "--cache-size",
-        type=byte_size,
-        default=4 << 30,
-        metavar="SIZE",
-        help="most disk space for cached pages, thumbnails and lists of one server, "
-        "e.g. 500M, 20G; 0 turns the disk cache off (default 4G)",
+        "--umask",
+        type=setting_type("umask"),
+        metavar="OCTAL",
+        help="mode bits to clear, e.g. 027 (default 022)",
     )
     parser.add_argument(
-        "--memory-cache",
-        type=byte_size,
-        default=64 << 20,
-        metavar="SIZE",
-        help="memory for pages read lately, e.g. 64M (default 64M)",
+        "--allow-other",
+        action="store_true",
+        default=None,
+        help="let other users see the mount (non-root: needs user_allow_other in /etc/fuse.conf)",
     )
     parser.add_argument(
-        "--thumbnail-wait",
-        type=positive,
-        default=5.0,
-        metavar="SECONDS",
-        help="how long to wait for the server to make a missing thumbnail (default 5)",
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="do not verify an https server's certificate (unsafe: logged loudly)",
     )
-    parser.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+
+
+def add_browsing_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, text in (
+        ("--no-views", "only the archive folders: no @new, @untagged, @tags, @categories, "
+         "@search"),
+        ("--no-progress", "do not set the server's reading progress when pages are read"),
+        ("--clear-new-on-read", 'clear an archive\'s "new" flag when a page of it is first '
+         "read"),
+    ):  # fmt: skip
+        parser.add_argument(flag, action="store_true", default=None, help=text)
+
+
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-file",
-        type=Path,
-        help=f"log file in the background (default {default_log_file()})",
+        type=setting_type("log_file"),
+        metavar="FILE",
+        help=f"log file (default: stderr in the foreground, {default_log_file()} in the "
+        "background)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
-    parser.add_argument("--debug-fuse", action="store_true", help="log every FUSE call")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        "--debug",
+        action="store_true",
+        default=None,
+        help="log every request the mount makes (never the key)",
+    )
+    parser.add_argument(
+        "--debug-fuse", action="store_true", default=None, help="log every FUSE call"
+    )
 
 
-def mount_options(args: argparse.Namespace) -> MountOptions:
+# argparse destinations that are settings of the same name
+FLAG_SETTINGS = ("api_key_file", "refresh_interval", "timeout", "cache_size", "memory_cache",
+                 "cache_dir", "thumbnail_wait",
+                 "read_only", "uid", "gid", "umask", "allow_other", "log_file", "verbose",
+                 "debug_fuse", "insecure", "no_views", "no_progress",
+                 "clear_new_on_read")  # fmt: skip
+
+
+def mount_settings(args: argparse.Namespace) -> tuple[Settings, frozenset[str]]:
+    """Defaults, then the profile (if the source is not a URL), then the command line."""
+    given = parse_mount_options(args.options)
+    settings = dict(DEFAULTS)
+    if is_url(args.source):
+        settings["url"] = SETTINGS["url"].parse(args.source)
+    else:
+        config = args.config or given.config or default_config_path()
+        settings |= load_profile(config, args.source)
+    settings |= {k: getattr(args, k) for k in FLAG_SETTINGS if getattr(args, k) is not None}
+    settings |= given.settings
+    return settings, frozenset(given.kernel)
+
+
+def public_source(source: str, url: str) -> tuple[str, str]:
+    """The URL and the name df shows, without any user:password (lrrfs uses an API key)."""
+    from .status import public_url
+
+    clean = public_url(url)
+    if clean != url:
+        print(
+            "lrrfs: warning: ignoring the user name and password in the URL "
+            "(LANraragi takes an API key: --api-key-file)",
+            file=sys.stderr,
+        )
+    return clean, public_url(source) if is_url(source) else source
+
+
+def absolute(path: object) -> Path | None:
+    """A path that still means the same after the background mount leaves this folder."""
+    return path.absolute() if isinstance(path, Path) else None
+
+
+def mount_options(args: argparse.Namespace) -> tuple[MountOptions, Settings]:
     from .mount import MountOptions
 
-    return MountOptions(
-        url=args.url,
+    settings, kernel = mount_settings(args)
+    url, fsname = public_source(args.source, str(settings["url"]))
+    options = MountOptions(
+        url=url,
         mountpoint=args.mountpoint.absolute(),
-        api_key=read_api_key(args.api_key_file),
-        refresh_interval=args.refresh_interval,
-        timeout=args.timeout,
-        cache_bytes=args.memory_cache,
-        disk_cache_bytes=args.cache_size,
-        cache_dir=args.cache_dir.absolute() if args.cache_dir else None,
-        thumbnail_wait=args.thumbnail_wait,
-        allow_other=args.allow_other,
-        debug_fuse=args.debug_fuse,
+        api_key=read_api_key(settings.get("api_key_file")),  # type: ignore[arg-type]
+        refresh_interval=settings["refresh_interval"],  # type: ignore[arg-type]
+        timeout=settings["timeout"],  # type: ignore[arg-type]
+        cache_bytes=settings["memory_cache"],  # type: ignore[arg-type]
+        disk_cache_bytes=settings["cache_size"],  # type: ignore[arg-type]
+        cache_dir=absolute(settings.get("cache_dir")),
+        thumbnail_wait=settings["thumbnail_wait"],  # type: ignore[arg-type]
+        allow_other=bool(settings["allow_other"]),
+        debug_fuse=bool(settings["debug_fuse"]),
+        verify_tls=not settings["insecure"],
+        read_only=bool(settings["read_only"]),
+        uid=settings.get("uid"),  # type: ignore[arg-type]
+        gid=settings.get("gid"),  # type: ignore[arg-type]
+        umask=settings["umask"],  # type: ignore[arg-type]
+        fsname=fsname,
+        kernel_options=kernel,
+        views=not settings["no_views"],
+        progress=not settings["no_progress"],
+        clear_new_on_read=bool(settings["clear_new_on_read"]),
     )
+    return options, settings
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
+    """Mount a LANraragi server's library on a folder. Returns once the mount answers,
+    and serves in the background (-f: stays in the foreground until Ctrl-C or unmount)."""
     from .mount import MountError, mount_in_background, prepare_mountpoint, run_foreground
 
-    options = mount_options(args)
     try:
+        options, settings = mount_options(args)
         if prepare_mountpoint(options.mountpoint):
             print(
                 f"lrrfs: {options.mountpoint}: cleared a dead mount (its lrrfs process had died)",
                 file=sys.stderr,
             )
-    except MountError as exc:
+    except (ConfigError, MountError) as exc:
         print(f"lrrfs: {exc}", file=sys.stderr)
         return 1
+    verbose, log_file = bool(settings["verbose"]), settings.get("log_file")
     if args.foreground:
-        setup_logging(args.verbose, args.log_file)
+        setup_logging(verbose, log_file)  # type: ignore[arg-type]
 
         def ready(error: str | None) -> None:
             if error:
                 print(f"lrrfs: {error}", file=sys.stderr)
 
         return run_foreground(options, ready)
-    log_file = args.log_file or default_log_file()
-    status = mount_in_background(options, lambda: setup_logging(args.verbose, log_file))
+    log_file = log_file or default_log_file()
+    status = mount_in_background(options, lambda: setup_logging(verbose, log_file))  # type: ignore[arg-type]
     if status == 0:
-        print(f"lrrfs: mounted {args.url} on {options.mountpoint} (log: {log_file})")
+        print(f"lrrfs: mounted {options.url} on {options.mountpoint} (log: {log_file})")
     return status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import run
+
+    return run(args.mountpoint, args.json)
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
     result = subprocess.run(["fusermount3", "-u", str(args.mountpoint)], check=False)
     return result.returncode
+
+
+DEMO_EXTRA = "lrrfs: {command} needs Pillow: pip install 'lrrfs[demo]'"
+
+
+def has_pillow() -> bool:
+    """Pillow (the [demo] extra) makes the demo's images; mounting never needs it."""
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def cmd_demo_server(args: argparse.Namespace) -> int:
@@ -205,6 +377,9 @@ def cmd_demo_server(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if not has_pillow():
+        print(DEMO_EXTRA.format(command="demo"), file=sys.stderr)
+        return 1
     from .demo import run_demo
 
     return run_demo(args.mountpoint, large_mb=args.large_mb, tour_only=args.tour)
@@ -212,13 +387,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lrrfs", description="Mount a LANraragi library as a folder tree."
+        prog="lrrfs",
+        description="Mount a LANraragi library as a folder tree.",
+        epilog="`lrrfs URL|PROFILE MOUNTPOINT [-o OPTIONS]` is short for `lrrfs mount ...` "
+        "(the form mount(8) and /etc/fstab use, with type fuse.lrrfs). "
+        "`lrrfs COMMAND --help` tells more; the guide is docs/guide.md.",
     )
     parser.add_argument("--version", action="version", version=f"lrrfs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mount = commands.add_parser(
-        "mount", help="mount a server's library on a folder", description=cmd_mount.__doc__
+        "mount",
+        help="mount a server's library on a folder",
+        description=cmd_mount.__doc__,
+        epilog=f"Profiles live in {default_config_path()} (--config to choose another file); "
+        "the API key is read from a file or LRR_API_KEY, never from the command line.",
     )
     add_mount_arguments(mount)
     mount.set_defaults(func=cmd_mount)
@@ -226,6 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
     umount = commands.add_parser("umount", help="unmount (same as fusermount3 -u)")
     umount.add_argument("mountpoint", type=Path)
     umount.set_defaults(func=cmd_umount)
+
+    status = commands.add_parser(
+        "status",
+        help="show each lrrfs mount: server, archives, cache, requests, errors",
+        description="Show every lrrfs mount (or one): its server and version, archives, "
+        "cache use, requests made, errors and requests in flight, and whether its process "
+        "is alive. Exits 1 if a mount is dead or stuck, or MOUNTPOINT is not an lrrfs mount.",
+    )
+    status.add_argument("mountpoint", type=Path, nargs="?", help="only this mount")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=cmd_status)
 
     demo = commands.add_parser(
         "demo", help="make a sample library, serve it on loopback and mount it"
@@ -241,16 +435,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    from .testserver.cli import add_arguments as add_server_arguments
-
     server = commands.add_parser(
         "demo-server", help="serve a folder of archives like a LANraragi server (for tests)"
     )
-    add_server_arguments(server)
+    if has_pillow():  # without the [demo] extra every other command must still work
+        from .testserver.cli import add_arguments as add_server_arguments
+
+        add_server_arguments(server)
     server.set_defaults(func=cmd_demo_server)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
+        argv.insert(0, "mount")  # sshfs-style `lrrfs SOURCE MOUNTPOINT -o ...` (mount.fuse3)
+    if argv[:1] == ["demo-server"] and not has_pillow():
+        print(DEMO_EXTRA.format(command="demo-server"), file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     return args.func(args)

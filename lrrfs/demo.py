@@ -56,6 +56,7 @@ Try, in another terminal:
   ls {mountpoint}
   ls -l "{mountpoint}/Simple Comic [Tester]"
   cat "{mountpoint}/Simple Comic [Tester]/metadata.json"
+  ls -l {mountpoint}/@new {mountpoint}/@tags "{mountpoint}/@search/Comic"
   cp -r "{mountpoint}/Nested Folder Test" /tmp/
   rsync -a --include='*/' --include='*.zip' --include='*.cbz' --exclude='*' \\
       {mountpoint}/ /tmp/backup/
@@ -70,9 +71,11 @@ def tour(mountpoint: Path, library: Path) -> None:
         for path in library.rglob("*")
         if path.is_file()
     }
-    folders = sorted(os.listdir(mountpoint))
-    print(f"$ ls {mountpoint}\n  " + "\n  ".join(folders))
-    for folder in folders:
+    names = sorted(os.listdir(mountpoint))
+    print(f"$ ls {mountpoint}\n  " + "\n  ".join(names))
+    for view in ("@new", "@tags"):
+        print(f"{view}: " + ", ".join(sorted(os.listdir(mountpoint / view))))
+    for folder in [name for name in names if not name.startswith("@")]:
         entries = sorted(os.listdir(mountpoint / folder))
         pages = [e for e in entries if e.split(".")[0].isdigit()]
         archives = set(entries) - set(pages) - {"metadata.json", "thumbnail.jpg"}

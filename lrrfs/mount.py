@@ -13,21 +13,25 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyfuse3
 import trio
 
+from . import notify, status
 from .client import LrrClient, LrrError
-from .fs import LrrOperations, Ownership
+from .fs import LrrOperations, Ownership, cancel_in_flight
 from .library import Library
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
 
 log = logging.getLogger(__name__)
 
 IDLE_STREAM_SECONDS = 10.0
+READY_PROBE_SECONDS = 30.0
+FLUSH_SECONDS = 5.0  # longest wait at unmount to send the last reading progress
 
 
 class MountError(Exception):
@@ -46,11 +50,17 @@ class MountOptions:
     cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/lrrfs; one subfolder per server
     thumbnail_wait: float = 5.0
     allow_other: bool = False
+    verify_tls: bool = True  # https certificates; off only with --insecure, loudly
     debug_fuse: bool = False
     read_only: bool = False  # metadata.json not editable even with a key
     uid: int | None = None  # owner of every file (default: the mounting user)
     gid: int | None = None
     umask: int = 0o022
+    fsname: str | None = None  # the source df and findmnt show (default: the URL)
+    kernel_options: frozenset[str] = frozenset()  # nosuid, nodev, noexec given with -o
+    views: bool = True  # @new, @untagged, @tags, @categories, @search beside the archives
+    progress: bool = True  # reading a page sets the server's reading progress
+    clear_new_on_read: bool = False  # reading an archive clears its "new" flag
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -75,8 +85,10 @@ def prepare_mountpoint(mountpoint: Path) -> bool:
 
 
 def fuse_options(options: MountOptions) -> set[str]:
-    source = options.url.replace(",", "%2C")
+    source = (options.fsname or options.url).replace(",", "%2C")
     result = set(pyfuse3.default_options) | {f"fsname={source}", "subtype=lrrfs", "noatime"}
+    # read_only is not the kernel's ro: editors' scratch files stay writable (docs/editing.md)
+    result |= options.kernel_options
     if options.allow_other:
         result.add("allow_other")
     if options.debug_fuse:
@@ -90,11 +102,21 @@ async def _connect(options: MountOptions) -> tuple[LrrClient, Library]:
         api_key=options.api_key,
         timeout=options.timeout,
         thumbnail_wait=options.thumbnail_wait,
+        verify=options.verify_tls,
     )
+    if not options.verify_tls and options.url.startswith("https:"):
+        log.warning(
+            "NOT verifying the certificate of %s (--insecure): anyone on the network "
+            "path can read the API key and the library",
+            options.url,
+        )
     library = Library(
         client,
         cache_bytes=options.cache_bytes,
         read_only=options.read_only,
+        views=options.views,
+        progress=options.progress,
+        clear_new_on_read=options.clear_new_on_read,
         disk=open_disk_cache(options),
     )
     try:
@@ -155,16 +177,45 @@ async def _close_idle_streams(ops: LrrOperations) -> None:
         await ops.close_idle_streams(IDLE_STREAM_SECONDS)
 
 
-async def _stop_on_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
+async def _stop_on_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("%s: unmounting", signal.Signals(signum).name)
+        notify.stopping("unmounting")
+        pyfuse3.terminate()
+        cancel_in_flight()  # do not wait for a hung server
+        return
+
+
+async def _announce_ready(options: MountOptions, library: Library, ready: Ready) -> None:
+    """Report the mount ready once it answers (statfs reaches this process, not the server)."""
+    try:
+        with trio.fail_after(READY_PROBE_SECONDS):
+            await trio.to_thread.run_sync(os.statvfs, options.mountpoint, abandon_on_cancel=True)
+    except (OSError, trio.TooSlowError) as exc:
+        ready(f"the mount on {options.mountpoint} does not answer: {exc!r}")
+        pyfuse3.terminate()
+        return
+    ready(None)
+    notify.ready(f"{len(library)} archives from {options.url} on {options.mountpoint}")
+
+
+async def _keep_status(options: MountOptions, library: Library, file: status.StatusFile) -> None:
+    """Rewrite the status file `lrrfs status` reads, every few seconds."""
+    started = time.time()
+    while True:
+        file.write(status.snapshot(options, library, started))
+        await trio.sleep(status.INTERVAL)
 
 
 async def serve(options: MountOptions, ready: Ready) -> None:
     """Mount and serve until a signal or an external unmount."""
+    # Signals are caught from the start: one that comes while mounting stops the mount
+    # as soon as it is up, instead of killing the process and leaving a dead mount.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        await _serve(options, ready, signals)
+
+
+async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int]) -> None:
     try:
         client, library = await _connect(options)
     except MountError as exc:
@@ -185,16 +236,22 @@ async def serve(options: MountOptions, ready: Ready) -> None:
         ready(f"cannot mount on {options.mountpoint}: {exc}")
         raise MountError(str(exc)) from None
     log.info("mounted %s on %s", options.url, options.mountpoint)
+    status_file = status.StatusFile(options.mountpoint)
     try:
         async with trio.open_nursery() as nursery:
             ops.attach(nursery)
-            nursery.start_soon(_stop_on_signal)
+            nursery.start_soon(_stop_on_signal, signals)
             nursery.start_soon(_follow_server, library, ops, options.refresh_interval)
             nursery.start_soon(_close_idle_streams, ops)
-            ready(None)
+            nursery.start_soon(_keep_status, options, library, status_file)
+            nursery.start_soon(_announce_ready, options, library, ready)
             await pyfuse3.main(min_tasks=4, max_tasks=64)
+            with trio.move_on_after(min(options.timeout, FLUSH_SECONDS)):
+                await library.reading.flush()  # pages read just before the unmount
             nursery.cancel_scope.cancel()
     finally:
+        notify.stopping("unmounting")
+        status_file.remove()
         pyfuse3.close(unmount=True)
         await client.aclose()
         if library.disk is not None:

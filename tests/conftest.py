@@ -6,10 +6,13 @@ mounts are unmounted with `fusermount3 -u` (then `-u -z` if busy).
 
 from __future__ import annotations
 
+import atexit
 import base64
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +35,21 @@ class Server:
     process: subprocess.Popen
     key: str | None
     generation: str = "0.9"
+    workdir: Path | None = None
+    extra: tuple[str, ...] = ()
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def restart(self) -> Server:
+        """A new server process on the same port, library and settings."""
+        self.stop()
+        assert self.workdir is not None
+        return start_server(
+            self.library, self.workdir, generation=self.generation, key=self.key,
+            extra=self.extra, port=self.port,
+        )  # fmt: skip
 
     def page_urls(self, arcid: str) -> list[str]:
         """The page URLs as the server lists them (GET /files, or POST /extract on 0.7)."""
@@ -108,9 +126,10 @@ def start_server(
     generation: str = "0.9",
     key: str | None = KEY,
     extra: tuple[str, ...] = (),
+    port: int = 0,
 ) -> Server:
     command = [
-        PYTHON, "-m", "lrrfs", "demo-server", "--library", str(library), "--port", "0",
+        PYTHON, "-m", "lrrfs", "demo-server", "--library", str(library), "--port", str(port),
         "--faults", "--api-generation", generation, "--thumbnail-delay", "0.3",
         "--missing-page-hang", "5", *extra,
     ]  # fmt: skip
@@ -126,7 +145,7 @@ def start_server(
         process.kill()
         process.wait()
         raise RuntimeError(f"demo-server did not start: {line!r}")
-    return Server(line.rsplit(" ", 1)[-1], library, process, key, generation)
+    return Server(line.rsplit(" ", 1)[-1], library, process, key, generation, workdir, extra)
 
 
 @dataclass
@@ -138,6 +157,10 @@ class Mount:
     log: Path
     args: list[str] = field(default_factory=list)
 
+    def folders(self) -> list[Path]:
+        """The archive folders at the top, sorted (not the views: their names start with @)."""
+        return [self.path / name for name in archive_names(self.path)]
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -148,7 +171,7 @@ class Mount:
         self.unmount()
 
     def unmount(self) -> None:
-        if os.path.ismount(self.path):
+        if in_mount_table(self.path):
             done = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
             if done.returncode != 0:
                 subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
@@ -164,6 +187,11 @@ class Mount:
                     self.process.wait()
 
 
+def archive_names(path: Path) -> list[str]:
+    """The archive folders' names at the top of a mount, sorted, without the views'."""
+    return sorted(name for name in os.listdir(path) if not name.startswith("@"))
+
+
 def wait_for(condition, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -171,6 +199,13 @@ def wait_for(condition, timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.1)
     return condition()
+
+
+def in_mount_table(path: Path) -> bool:
+    """Mounted, live or dead (os.path.ismount can say no for a dead FUSE mount)."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as table:
+        return any(line.split()[4].replace("\\040", " ") == target for line in table)
 
 
 def is_live_mount(path: Path) -> bool:
@@ -182,8 +217,14 @@ def is_live_mount(path: Path) -> bool:
     return os.path.ismount(path)
 
 
+# Mounts started without `launch_mount` still never touch the user's disk cache.
+TEST_CACHE_HOME = tempfile.mkdtemp(prefix="lrrfs-test-cache-")
+atexit.register(shutil.rmtree, TEST_CACHE_HOME, ignore_errors=True)
+
+
 def mount_env(key: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "LRR_API_KEY"}
+    env["XDG_CACHE_HOME"] = TEST_CACHE_HOME
     if key:
         env["LRR_API_KEY"] = key
     return env
@@ -195,17 +236,24 @@ def start_mount(
     *,
     key: str | None = KEY,
     args: tuple[str, ...] = (),
+    url: str | None = None,
 ) -> Mount:
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    log = mountpoint.parent / f"{mountpoint.name}.log"
-    if "--cache-dir" not in args:  # each mount its own disk cache, never the user's
-        args = (*args, "--cache-dir", str(mountpoint.parent / f"{mountpoint.name}.cache"))
     command = [
-        PYTHON, "-m", "lrrfs", "mount", server.url, str(mountpoint), "-f",
+        PYTHON, "-m", "lrrfs", "mount", url or server.url, str(mountpoint), "-f",
         "--refresh-interval", "2", "--timeout", "20", *args,
     ]  # fmt: skip
+    return launch_mount(command, mountpoint, mount_env(key))
+
+
+def launch_mount(command: list[str], mountpoint: Path, env: dict[str, str]) -> Mount:
+    """Run an `lrrfs mount -f` command line and wait until its mount answers."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    log = mountpoint.parent / f"{mountpoint.name}.log"
+    # Each mount its own disk cache (tests count requests), never the user's; a test
+    # that shares one says so with --cache-dir.
+    env = {**env, "XDG_CACHE_HOME": str(mountpoint.parent / f"{mountpoint.name}.cache")}
     with open(log, "w") as log_file:
-        process = subprocess.Popen(command, stderr=log_file, env=mount_env(key))
+        process = subprocess.Popen(command, stderr=log_file, env=env)
     mount = Mount(mountpoint, process, log, command)
     deadline = time.monotonic() + START_TIMEOUT
     while not is_live_mount(mountpoint):

@@ -18,5 +18,6 @@ def test_demo_tour_mounts_walks_and_cleans_up(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "Nested Folder Test" in done.stdout
+    assert "@new: " in done.stdout and "Simple Comic [Tester]" in done.stdout
     assert "matches the served file" in done.stdout and "DIFFERS" not in done.stdout
     assert not os.path.ismount(mountpoint)

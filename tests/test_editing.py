@@ -131,25 +131,22 @@ def test_sed_in_place_saves(book):
     assert not [n for n in os.listdir(book.mount.path / "Renamed 02") if n.startswith("sed")]
 
 
+def run_shell(book: Book, script: str, title: str) -> None:
+    """A shell command in the book's folder, with the edited text in $TEXT."""
+    env = {**os.environ, "TEXT": book.edited(title=title)}
+    subprocess.run(["bash", "-c", script], cwd=book.folder, env=env, check=True)
+
+
 @uses(3)
 def test_shell_redirect_saves(book):
-    subprocess.run(
-        ["bash", "-c", 'printf "%s\\n" "$TEXT" > metadata.json'],
-        cwd=book.folder,
-        env={**os.environ, "TEXT": book.edited(title="Renamed 03")},
-        check=True,
-    )
+    run_shell(book, 'printf "%s\\n" "$TEXT" > metadata.json', "Renamed 03")
     assert_saved(book, "Renamed 03")
 
 
 @uses(4)
 def test_truncate_then_write_saves(book):
-    subprocess.run(
-        ["bash", "-c", 'truncate -s 0 metadata.json && printf "%s" "$TEXT" >> metadata.json'],
-        cwd=book.folder,
-        env={**os.environ, "TEXT": book.edited(title="Renamed 04")},
-        check=True,
-    )
+    script = 'truncate -s 0 metadata.json && printf "%s" "$TEXT" >> metadata.json'
+    run_shell(book, script, "Renamed 04")
     assert_saved(book, "Renamed 04")
 
 

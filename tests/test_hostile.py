@@ -11,7 +11,7 @@ import pytest
 
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import start_mount, start_server
+from .conftest import archive_names, start_mount, start_server
 
 HOSTILE_TITLES = [
     "a/b/c",
@@ -49,7 +49,7 @@ def hostile_server(tmp_path_factory):
 
 def test_hostile_titles_give_valid_unique_names(hostile_server, tmp_path):
     with start_mount(hostile_server, tmp_path / "lrr") as mount:
-        names = os.listdir(mount.path)
+        names = archive_names(mount.path)
         assert len(names) == len(set(names)) == len(HOSTILE_TITLES) + 1
         for name in names:
             raw = name.encode("utf-8")
@@ -67,7 +67,7 @@ def test_hostile_titles_give_valid_unique_names(hostile_server, tmp_path):
         assert "Dup" in names  # the oldest of the duplicates keeps the plain title
         assert len([n for n in names if n.startswith("Dup [")]) == 2
     with start_mount(hostile_server, tmp_path / "lrr") as again:
-        assert sorted(os.listdir(again.path)) == sorted(names)  # stable across remounts
+        assert archive_names(again.path) == sorted(names)  # stable across remounts
 
 
 def test_an_archive_without_pages_is_an_empty_but_working_folder(hostile_server, tmp_path):
@@ -91,7 +91,7 @@ def test_a_title_cut_to_255_bytes_keeps_whole_characters(hostile_server, tmp_pat
 def test_names_from_the_server_never_escape_their_folder(hostile_server, tmp_path):
     with start_mount(hostile_server, tmp_path / "lrr") as mount:
         root = Path(mount.path).resolve()
-        for folder in root.iterdir():
+        for folder in mount.folders():
             assert folder.resolve().parent == root
             for entry in folder.iterdir():
                 assert entry.resolve().parent == folder.resolve()

@@ -15,7 +15,15 @@ import pytest
 
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import KEY, PYTHON, mount_env, start_mount, start_server, wait_for
+from .conftest import (
+    KEY,
+    PYTHON,
+    archive_names,
+    mount_env,
+    start_mount,
+    start_server,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,7 @@ def test_mount_returns_once_mounted_and_umount_ends_it(small_server, tmp_path):
     try:
         assert done.returncode == 0, done.stderr
         assert os.path.ismount(mountpoint)
-        assert sorted(os.listdir(mountpoint)) == ["Book 0", "Book 1", "Book 2"]
+        assert archive_names(mountpoint) == ["Book 0", "Book 1", "Book 2"]
         assert lrrfs("umount", str(mountpoint)).returncode == 0
         assert not os.path.ismount(mountpoint)
         assert wait_for(lambda: not processes_serving(mountpoint))
@@ -182,7 +190,7 @@ def test_a_dead_mount_is_cleared_by_the_next_mount(small_server, tmp_path):
     again = start_mount(small_server, mount.path)
     try:
         assert "cleared a dead mount" in again.log_text()
-        assert sorted(os.listdir(again.path))[:1] == ["Book 0"]
+        assert archive_names(again.path)[:1] == ["Book 0"]
     finally:
         again.unmount()
         mount.unmount()

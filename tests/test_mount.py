@@ -23,7 +23,7 @@ from PIL import Image
 
 from lrrfs.library.names import safe_name
 
-from .conftest import start_mount
+from .conftest import archive_names, start_mount
 
 PAGE_SUFFIXES = {".jpg", ".png", ".gif", ".webp", ".avif", ".jxl", ".bmp", ".heic", ".img"}
 
@@ -36,7 +36,7 @@ def is_page(name: str) -> bool:
 def folder_of(mounted, server, arcid: str) -> Path:
     """The folder the mount shows for an archive (titles here are plain and unique)."""
     entry = next(a for a in server.archives() if a["arcid"] == arcid)
-    matches = [p for p in mounted.path.iterdir() if p.name.startswith(safe_name(entry["title"]))]
+    matches = [p for p in mounted.folders() if p.name.startswith(safe_name(entry["title"]))]
     for path in matches:
         if json.loads((path / "metadata.json").read_text())["arcid"] == arcid:
             return path
@@ -49,7 +49,7 @@ def sha256(data: bytes) -> str:
 
 def test_root_has_one_folder_per_archive_named_by_title(mounted, server):
     archives = server.archives()
-    names = sorted(os.listdir(mounted.path))
+    names = archive_names(mounted.path)
     assert len(names) == len(archives)
     titles = [a["title"] for a in archives]
     for title in set(titles):
@@ -100,7 +100,7 @@ def by_title(server, title: str) -> dict:
 
 
 def test_stat_size_equals_bytes_read_for_every_file(mounted):
-    for folder in mounted.path.iterdir():
+    for folder in mounted.folders():
         for path in folder.iterdir():
             size = path.stat().st_size
             with open(path, "rb") as handle:
@@ -156,7 +156,7 @@ def test_rsync_backs_up_the_original_archives(mounted, server, tmp_path):
 
 
 def test_every_page_and_thumbnail_decodes_as_an_image(mounted):
-    for folder in mounted.path.iterdir():
+    for folder in mounted.folders():
         for path in folder.iterdir():
             if is_page(path.name) or path.name == "thumbnail.jpg":
                 with Image.open(io.BytesIO(path.read_bytes())) as image:
@@ -189,13 +189,13 @@ def test_metadata_json_shows_the_servers_metadata(mounted, server):
 def test_mode_bits_say_the_truth_and_nothing_is_executable(mounted):
     """With an API key only metadata.json (and folders, for editors' files) is writable."""
     assert stat.S_IMODE(os.stat(mounted.path).st_mode) == 0o755
-    for folder in mounted.path.iterdir():
+    for folder in mounted.folders():
         assert stat.S_IMODE(folder.stat().st_mode) == 0o755
         for path in folder.iterdir():
             mode = path.stat().st_mode
             expected = 0o644 if path.name == "metadata.json" else 0o444
             assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == expected, path
-    folder = next(mounted.path.iterdir())
+    folder = mounted.folders()[0]
     for name in os.listdir(folder):
         if name == "metadata.json":
             continue
@@ -225,7 +225,7 @@ def check_cold_listing_downloads_no_page(mount, server):
 
 
 def test_unknown_names_are_not_found(mounted):
-    folder = next(mounted.path.iterdir())
+    folder = mounted.folders()[0]
     for name in ("nope", "999.jpg", "desktop.ini", ".hidden"):
         assert not (folder / name).exists()
     assert not (mounted.path / "no such archive").exists()

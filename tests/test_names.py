@@ -84,3 +84,19 @@ def test_a_title_made_to_clash_with_a_full_arcid_suffix_still_terminates():
     ]
     names = assign_names(requests)
     assert len(set(names.values())) == len(requests)
+
+
+def test_titles_starting_with_at_are_escaped_when_views_are_on():
+    requests = [
+        NameRequest("a" * 40, "@new", added=1),
+        NameRequest("b" * 40, "\uff20new", added=2),
+        NameRequest("c" * 40, " @tags", added=3),
+        NameRequest("d" * 40, "mail@home", added=4),
+    ]
+    names = assign_names(requests, escape_views=True)
+    assert names["a" * 40] == "\uff20new"
+    assert names["b" * 40] == "\uff20new [bbbbbbbb]"  # the twin, told apart
+    assert names["c" * 40] == "\uff20tags"  # blanks are trimmed first
+    assert names["d" * 40] == "mail@home"
+    assert not any(name.startswith("@") for name in names.values())
+    assert assign_names(requests)["a" * 40] == "@new"  # views off: as it is

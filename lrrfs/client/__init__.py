@@ -10,12 +10,13 @@ from .errors import (
     ServerError,
     ServerUnreachable,
 )
-from .models import ArchiveMeta, DownloadInfo, PageRef, ServerInfo, Thumbnail
+from .models import ArchiveMeta, Category, DownloadInfo, PageRef, ServerInfo, Thumbnail
 
 __all__ = [
     "ArchiveMeta",
     "AuthRejected",
     "BadResponse",
+    "Category",
     "DownloadInfo",
     "DownloadStream",
     "Locked",

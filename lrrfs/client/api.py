@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -30,11 +30,22 @@ from .errors import (
     ServerError,
     ServerUnreachable,
 )
-from .models import ARCID_RE, ArchiveMeta, DownloadInfo, PageRef, ServerInfo, Thumbnail
+from .models import (
+    ARCID_RE,
+    ArchiveMeta,
+    Category,
+    DownloadInfo,
+    PageRef,
+    ServerInfo,
+    Thumbnail,
+    archive_id,
+)
 from .ranges import JobAborted, RangeJob, RangePool
 from .transport import ConnectionPool, Endpoint, ThreadTransport
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_DELAYS = (0.2, 0.6)
@@ -44,7 +55,12 @@ PLACEHOLDER_NAME = "noThumb.png"
 
 def describe_transport_error(exc: httpx.TransportError) -> str:
     """A short reason for a transport failure, without URLs or headers."""
-    text = str(exc).strip()
+    # httpx and trio wrap the telling error (a refused certificate, a reset) in errors
+    # without text: say the innermost one that has some.
+    text, inner = str(exc).strip(), exc.__cause__ or exc.__context__
+    while inner is not None:
+        text = str(inner).strip() or text
+        inner = inner.__cause__ or inner.__context__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -64,6 +80,14 @@ def error_message(response: httpx.Response) -> str:
                 message = str(first.get("message", ""))
     message = message.strip()[:200]
     return message or f"HTTP {response.status_code} {response.reason_phrase}"
+
+
+def expect_file(response: httpx.Response, what: str) -> None:
+    """A page, thumbnail or archive answer is never JSON or HTML: those are errors or
+    nonsense, and their bytes must not be served as the file's."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if response.status_code < 300 and kind in ("application/json", "text/html"):
+        raise BadResponse(f"{what}: the server answered {kind} instead of the file")
 
 
 def content_disposition_filename(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -221,18 +245,27 @@ class LrrClient:
         idempotent: bool = True,
     ) -> httpx.Response:
         """One API call, retried while idempotent, under one overall deadline."""
+
+        async def attempt() -> httpx.Response:
+            async with self._limiter:
+                return await self._counted(
+                    self._http.request(method, url, params=params, data=data, headers=headers)
+                )
+
+        return await self._retrying(attempt, what, idempotent)
+
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[httpx.Response]], what: str, idempotent: bool = True
+    ) -> httpx.Response:
+        """Run `attempt` until it answers, retrying transport errors and 429/502/503/504
+        a few times while the request is idempotent, all under one deadline."""
         attempts = len(RETRY_DELAYS) + 1 if idempotent else 1
         try:
             with trio.fail_after(self.timeout):
-                for attempt in range(attempts):
-                    last = attempt == attempts - 1
+                for number in range(attempts):
+                    last = number == attempts - 1
                     try:
-                        async with self._limiter:
-                            response = await self._counted(
-                                self._http.request(
-                                    method, url, params=params, data=data, headers=headers
-                                )
-                            )
+                        response = await attempt()
                     except httpx.TransportError as exc:
                         if last:
                             raise ServerUnreachable(
@@ -242,8 +275,9 @@ class LrrClient:
                     else:
                         if response.status_code not in RETRY_STATUSES or last:
                             return response
+                        await response.aclose()
                         log.debug("%s: HTTP %d, retrying", what, response.status_code)
-                    await trio.sleep(RETRY_DELAYS[attempt])
+                    await trio.sleep(RETRY_DELAYS[number])
         except trio.TooSlowError:
             raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
         raise AssertionError("unreachable")
@@ -264,6 +298,16 @@ class LrrClient:
 
     def _raise_for_status(self, response: httpx.Response, what: str) -> None:
         status = response.status_code
+        if 300 <= status < 400:
+            target = urlsplit(response.headers.get("location", ""))
+            where = (
+                f"{target.scheme}://{target.hostname or ''}{target.path}" if target.scheme else "?"
+            )
+            raise ServerError(
+                f"{what}: the server redirects to {where}; mount that address instead "
+                "(lrrfs follows no redirect, so the API key never leaves this server)",
+                status,
+            )
         if status < 400:
             return
         if status in (401, 403):
@@ -313,6 +357,58 @@ class LrrClient:
         response = await self._send("GET", self.api_url("/api/archives"), what=what)
         self._raise_for_status(response, what)
         return response.content
+
+    async def untagged(self) -> list[str]:
+        """Ids of the archives the server counts as untagged."""
+        return await self._get_list("/api/archives/untagged", "untagged archives", archive_id)
+
+    async def categories(self) -> list[Category]:
+        """Every category; malformed entries are skipped with a warning."""
+        return await self._get_list("/api/categories", "category list", Category.from_json)
+
+    async def _get_list(self, path: str, what: str, parse: Callable[[Any], T]) -> list[T]:
+        """A JSON array, each entry parsed; malformed entries are skipped with a warning."""
+        body = await self._get_json(path, what)
+        if not isinstance(body, list):
+            raise BadResponse(f"{what}: the answer is not a JSON array")
+        parsed = []
+        for entry in body:
+            try:
+                parsed.append(parse(entry))
+            except BadResponse as exc:
+                log.warning("%s: skipping a malformed entry: %s", what, exc)
+        return parsed
+
+    async def search(self, query: str) -> list[str]:
+        """Ids of the archives the server finds for `query`, in its order, all pages of them."""
+        what = f"search for {query!r}"
+        found, total = await self._search_page(query, -1, what)  # -1: unpaged
+        if len(found) >= total:
+            return found
+        # A server that pages even so: ask page by page from the start.
+        found, seen = [], set()
+        while len(found) < total:
+            page, total = await self._search_page(query, len(found), what)
+            page = [arcid for arcid in page if arcid not in seen]
+            if not page:
+                break
+            seen.update(page)
+            found += page
+        return found
+
+    async def _search_page(self, query: str, start: int, what: str) -> tuple[list[str], int]:
+        params = {"filter": query, "start": str(start)}
+        response = await self._send("GET", self.api_url("/api/search"), what=what, params=params)
+        if response.status_code == 204:
+            raise ServerError(f"{what}: the server is still building its search index", 204)
+        self._raise_for_status(response, what)
+        body = self._json(response, what)
+        data = body.get("data") if isinstance(body, dict) else None
+        total = body.get("recordsFiltered") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not str(total).isdigit():
+            raise BadResponse(f"{what}: no data and recordsFiltered in the answer")
+        ids = [entry.get("arcid") for entry in data if isinstance(entry, dict)]
+        return [i for i in ids if isinstance(i, str) and ARCID_RE.fullmatch(i)], int(str(total))
 
     async def metadata(self, arcid: str) -> ArchiveMeta:
         what = f"metadata of {arcid}"
@@ -371,6 +467,7 @@ class LrrClient:
             await self._extract(arcid)
             response = await self._send("GET", ref.url, what=what)
         self._raise_for_status(response, what)
+        expect_file(response, what)
         return response.content
 
     async def thumbnail(self, arcid: str) -> Thumbnail:
@@ -388,6 +485,7 @@ class LrrClient:
                 if response.status_code == 202:
                     await self._wait_for_job(self._json(response, what), what)
                     continue
+                expect_file(response, what)
                 if content_disposition_filename(response.headers.raw) != PLACEHOLDER_NAME:
                     return Thumbnail(response.content, placeholder=False)
                 await trio.sleep(THUMBNAIL_POLL * 2)
@@ -395,6 +493,7 @@ class LrrClient:
         self._raise_for_status(response, what)
         if response.status_code != 200:
             raise BadResponse(f"{what}: HTTP {response.status_code} without a fallback")
+        expect_file(response, what)
         return Thumbnail(response.content, placeholder=True)
 
     async def _wait_for_job(self, body: Any, what: str) -> None:
@@ -437,16 +536,15 @@ class LrrClient:
         token = object()
         await self._stream_limiter.acquire_on_behalf_of(token)
         response: httpx.Response | None = None
+
+        async def attempt() -> httpx.Response:
+            answer = await self._counted(self._http.send(request, stream=True))
+            if answer.status_code >= 400:
+                await answer.aread()
+            return answer
+
         try:
-            try:
-                with trio.fail_after(self.timeout):
-                    response = await self._counted(self._http.send(request, stream=True))
-                    if response.status_code >= 400:
-                        await response.aread()
-            except trio.TooSlowError:
-                raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
-            except httpx.TransportError as exc:
-                raise ServerUnreachable(f"{what}: {describe_transport_error(exc)}") from None
+            response = await self._retrying(attempt, what)
             self._raise_for_status(response, what)
             return DownloadStream(response, start, what, self._release(token))
         except BaseException:
@@ -495,6 +593,12 @@ class LrrClient:
             raise ServerError(f"{what}: this server cannot mark an archive new again", 404)
         self._check_success(response, what)
 
+    async def set_progress(self, arcid: str, page: int) -> None:
+        """Tell the server the archive was read up to `page` (1-based)."""
+        what = f"reading progress of {arcid}"
+        url = self.api_url(f"/api/archives/{arcid}/progress/{page}")
+        self._check_success(await self._send("PUT", url, what=what), what)
+
     def _check_success(self, response: httpx.Response, what: str) -> None:
         self._raise_for_status(response, what)
         body = self._json(response, what)
@@ -531,6 +635,7 @@ class DownloadStream:
         self.total, self._skip = self._parse_range(response, start)
 
     def _parse_range(self, response: httpx.Response, start: int) -> tuple[int, int]:
+        expect_file(response, self._what)
         if response.status_code == 206:
             match = re.fullmatch(
                 r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("content-range", "")

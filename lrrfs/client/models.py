@@ -52,6 +52,13 @@ def _optional_str(obj: dict[str, Any], field: str) -> str | None:
     return value
 
 
+def archive_id(value: Any) -> str:
+    """An archive id as the server lists it: 40 lowercase hex characters."""
+    if not isinstance(value, str) or not ARCID_RE.fullmatch(value):
+        raise BadResponse(f"archive id {str(value)[:60]!r} is not 40 hex characters")
+    return value
+
+
 def split_tags(tags: str) -> tuple[str, ...]:
     """The server's comma-separated tag string as a tuple of trimmed tags.
 
@@ -79,9 +86,7 @@ class ArchiveMeta:
     def from_json(cls, obj: Any) -> ArchiveMeta:
         if not isinstance(obj, dict):
             raise BadResponse(f"archive entry is {type(obj).__name__}, expected an object")
-        arcid = obj.get("arcid")
-        if not isinstance(arcid, str) or not ARCID_RE.fullmatch(arcid):
-            raise BadResponse(f"archive id {str(arcid)[:60]!r} is not 40 hex characters")
+        arcid = archive_id(obj.get("arcid"))
         title = obj.get("title")
         if not isinstance(title, str):
             raise BadResponse(f"archive {arcid}: title is {type(title).__name__}")
@@ -127,6 +132,7 @@ class ServerInfo:
     nofun_mode: bool
     resizes_images: bool
     has_password: bool
+    tracks_progress: bool = True
 
     @classmethod
     def from_json(cls, obj: Any) -> ServerInfo:
@@ -138,6 +144,8 @@ class ServerInfo:
             nofun_mode=_bool(obj.get("nofun_mode")),
             resizes_images=_bool(obj.get("server_resizes_images")),
             has_password=_bool(obj.get("has_password")),
+            # "1" on 0.7; servers older than the field had the progress route too
+            tracks_progress=_bool(obj.get("server_tracks_progress", True)),
         )
 
     @property
@@ -148,6 +156,29 @@ class ServerInfo:
     def has_files_route(self) -> bool:
         """`GET /files` exists from 0.8.2 on; older servers only have `POST /extract`."""
         return self.version_tuple >= (0, 8, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """A category: a static list of archives, or (non-empty `search`) a saved search."""
+
+    id: str
+    name: str
+    archives: tuple[str, ...]
+    search: str
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Category:
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            raise BadResponse("category entry without an id")
+        archives = obj.get("archives") or []
+        if not isinstance(archives, list):
+            raise BadResponse(f"category {obj['id']}: archives is {type(archives).__name__}")
+        name, search = obj.get("name"), obj.get("search") or ""
+        if not isinstance(name, str) or not isinstance(search, str):
+            raise BadResponse(f"category {obj['id']}: name or search is not a string")
+        ids = tuple(a for a in archives if isinstance(a, str) and ARCID_RE.fullmatch(a))
+        return cls(obj["id"], name, ids, search.strip())
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from ..client import AuthRejected, LrrError, NotFound
 from ..library.editing import EditConflict, EditError, EditNotAllowed, EditTooLarge
@@ -40,22 +42,93 @@ def errno_for(exc: LrrError | EditError) -> int:
     return errno.EIO
 
 
+class _InFlight:
+    """Cancel scopes of running handlers: shutdown cancels them instead of waiting
+    for the network (pyfuse3.main returns only once every handler has finished)."""
+
+    def __init__(self) -> None:
+        self.scopes: set[trio.CancelScope] = set()
+
+    def cancel_all(self) -> None:
+        for scope in list(self.scopes):
+            scope.cancel()
+
+
+IN_FLIGHT = _InFlight()  # one mount per process: pyfuse3 is a process-wide singleton
+
+
+def cancel_in_flight() -> None:
+    """Make every running handler answer EIO now (called on the way down)."""
+    IN_FLIGHT.cancel_all()
+
+
+class _Throttle:
+    """Say a repeated complaint once a minute, not once per file call."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self._every = every
+        self._last: dict[str, float] = {}
+
+    def due(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -self._every) < self._every:
+            return False
+        self._last[key] = now
+        return True
+
+
+_auth_complaints = _Throttle()
+
+
+def _log_failure(name: str, exc: LrrError | EditError, code: int) -> None:
+    if code == errno.ENOENT:
+        log.debug("%s: %s", name, exc)
+    elif isinstance(exc, AuthRejected):
+        if _auth_complaints.due(str(exc).rsplit(": ", 1)[-1]):
+            log.error("%s: %s; file calls get EACCES until the key is fixed", name, exc)
+    else:
+        log.warning("%s: %s", name, exc)
+
+
+def _domain_error(group: BaseExceptionGroup) -> LrrError | EditError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _domain_error(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, LrrError | EditError):
+            return exc
+    return None
+
+
 def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Wrap a FUSE handler so that no exception but FUSEError leaves it."""
 
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await handler(*args, **kwargs)
-        except pyfuse3.FUSEError:
-            raise
-        except (LrrError, EditError) as exc:
-            code = errno_for(exc)
-            level = logging.DEBUG if code == errno.ENOENT else logging.WARNING
-            log.log(level, "%s: %s", handler.__name__, exc)
-            raise pyfuse3.FUSEError(code) from None
-        except Exception:
-            log.exception("internal error in %s", handler.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        with trio.CancelScope() as scope:
+            IN_FLIGHT.scopes.add(scope)
+            try:
+                return await handler(*args, **kwargs)
+            except pyfuse3.FUSEError:
+                raise
+            except (LrrError, EditError) as exc:
+                code = errno_for(exc)
+                _log_failure(handler.__name__, exc, code)
+                raise pyfuse3.FUSEError(code) from None
+            except ExceptionGroup as group:  # from a nursery: the first domain error speaks
+                exc = _domain_error(group)
+                if exc is None:
+                    log.exception("internal error in %s", handler.__name__)
+                    raise pyfuse3.FUSEError(errno.EIO) from None
+                code = errno_for(exc)
+                _log_failure(handler.__name__, exc, code)
+                raise pyfuse3.FUSEError(code) from None
+            except Exception:
+                log.exception("internal error in %s", handler.__name__)
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            finally:
+                IN_FLIGHT.scopes.discard(scope)
+        raise pyfuse3.FUSEError(errno.EIO)  # cancelled: the mount is shutting down
 
     return wrapper

@@ -21,16 +21,22 @@ class Kind(IntEnum):
     ARCHIVE_FILE = 4  # the original archive file
     METADATA = 5  # index: generation (a new inode after a rename away or a revert)
     SCRATCH = 6  # an editor's temporary file; index: its number
+    VIEW = 7  # a view's folder; view: its path from the top ("@tags/artist/alice")
+    VIEW_LINK = 8  # a link in a view folder to an archive folder; view: the folder's path
+
+
+VIEW_KINDS = (Kind.VIEW, Kind.VIEW_LINK)
 
 
 class Node(NamedTuple):
     kind: Kind
     arcid: str = ""
     index: int = 0  # page number (0-based) for pages
+    view: str = ""  # views: the path of the view folder, names joined by "/"
 
     @property
     def is_dir(self) -> bool:
-        return self.kind in (Kind.ROOT, Kind.ARCHIVE)
+        return self.kind in (Kind.ROOT, Kind.ARCHIVE, Kind.VIEW)
 
 
 ROOT = Node(Kind.ROOT)

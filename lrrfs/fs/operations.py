@@ -21,21 +21,21 @@ from itertools import count
 import pyfuse3
 import trio
 
-from ..client import LrrError
+from ..client import LrrError, NotFound
 from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Changes, Library
 from ..library.editing import EditError
-from . import invalidate
+from . import invalidate, views
 from .errors import errno_for, fuse_errors
-from .inodes import ROOT, InodeTable, Kind, Node
+from .inodes import ROOT, VIEW_KINDS, InodeTable, Kind, Node
 from .scratch import ScratchFile, ScratchFiles
 
 log = logging.getLogger(__name__)
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 BLOCK_SIZE = 128 * 1024
-ARCHIVE_BLOCK_SIZE = (
-    1 << 20
-)  # st_blksize of the archive file: `cat` and `cp` read this much at once
+# st_blksize of the archive file: `cat` and `cp` read this much at once
+ARCHIVE_BLOCK_SIZE = 1 << 20
+UNPIN_GRACE = 1.0  # seconds
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -47,6 +47,7 @@ class Timeouts:
     entry: float = 60.0  # names and attributes of things that do not change
     changing: float = 1.0  # placeholder thumbnails
     editable: float = 0.0  # metadata.json and scratch files: their size changes under writes
+    view: float = 1.0  # view folders and links: their content follows the server
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ class LrrOperations(pyfuse3.Operations):
         self._nursery: trio.Nursery | None = None
 
     def attach(self, nursery: trio.Nursery) -> None:
-        """Give the adapter a nursery for background work (kernel invalidations, prefetch)."""
+        """Give the adapter a nursery for background work (invalidations, progress, prefetch)."""
         self._nursery = nursery
         self.library.attach(nursery)
 
@@ -133,8 +134,12 @@ class LrrOperations(pyfuse3.Operations):
 
     async def _child(self, parent: Node, name: str) -> Node | None:
         if parent.kind is Kind.ROOT:
+            if name in self.library.view_names:
+                return views.view_node(name)
             archive = self.library.find(name)
             return None if archive is None else Node(Kind.ARCHIVE, archive.arcid)
+        if parent.kind is Kind.VIEW:
+            return await views.child(self.library, parent, name)
         if parent.kind is not Kind.ARCHIVE:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         arcid = parent.arcid
@@ -168,10 +173,16 @@ class LrrOperations(pyfuse3.Operations):
             return len(library.get(node.arcid).metadata_json), timeouts.editable
         if node.kind is Kind.SCRATCH:
             return len(self.scratch.get(node.index).data), timeouts.editable
+        if node.kind is Kind.VIEW_LINK:
+            return len(views.link_target(library, node)), timeouts.view
         return 0, timeouts.entry
 
     def _mode(self, node: Node) -> int:
         writable = self.library.editable
+        if node.kind is Kind.VIEW:
+            return stat.S_IFDIR | 0o555  # nothing can be made in a view
+        if node.kind is Kind.VIEW_LINK:
+            return stat.S_IFLNK | 0o777
         if node.is_dir:
             return stat.S_IFDIR | (0o755 if writable else 0o555)
         if node.kind is Kind.SCRATCH:
@@ -184,7 +195,7 @@ class LrrOperations(pyfuse3.Operations):
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = self.inodes.inode(node)
         mtime_ns = self.library.get(node.arcid).mtime * 1_000_000_000 if node.arcid else 0
-        timeout = self.timeouts.entry
+        timeout = self.timeouts.view if node.kind in VIEW_KINDS else self.timeouts.entry
         attr.st_nlink = 2 if node.is_dir else 1
         if not node.is_dir:
             attr.st_size, timeout = await self._size_of(node)
@@ -224,15 +235,24 @@ class LrrOperations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self._node(inode)
         if node.kind is Kind.ROOT:
-            names = list(self.library.names)
-            nodes = [Node(Kind.ARCHIVE, self.library.find(n).arcid) for n in names]  # type: ignore[union-attr]
+            names, nodes = self._root_entries()
         elif node.kind is Kind.ARCHIVE:
             names, nodes = await self._archive_entries(node.arcid)
+        elif node.kind is Kind.VIEW:
+            names, nodes = await views.entries(self.library, node)
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         handle = next(self._handles)
         self._dirs[handle] = DirHandle(names, nodes)
         return handle
+
+    def _root_entries(self) -> tuple[list[str], list[Node]]:
+        library = self.library
+        found = {name: views.view_node(name) for name in library.view_names}
+        for name in library.names:
+            found[name] = Node(Kind.ARCHIVE, library.find(name).arcid)  # type: ignore[union-attr]
+        names = sorted(found)
+        return names, [found[name] for name in names]
 
     async def _archive_entries(self, arcid: str) -> tuple[list[str], list[Node]]:
         """Everything in an archive's folder, with what their sizes need fetched at once."""
@@ -267,7 +287,7 @@ class LrrOperations(pyfuse3.Operations):
         for index in range(start_id, len(handle.names)):
             try:
                 attr = await self._attributes(handle.nodes[index])
-            except pyfuse3.FUSEError:
+            except (pyfuse3.FUSEError, NotFound):
                 continue  # gone since the folder was opened
             name = handle.names[index].encode("utf-8", "surrogateescape")
             if not pyfuse3.readdir_reply(token, name, attr, index + 1):
@@ -277,6 +297,13 @@ class LrrOperations(pyfuse3.Operations):
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
 
+    @fuse_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self._node(inode)
+        if node.kind is not Kind.VIEW_LINK:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return views.link_target(self.library, node)
+
     # -- reading ------------------------------------------------------------------
 
     @fuse_errors
@@ -284,6 +311,8 @@ class LrrOperations(pyfuse3.Operations):
         node = self._node(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        if node.kind is Kind.VIEW_LINK:
+            raise pyfuse3.FUSEError(errno.ELOOP)  # the kernel follows links itself
         handle = FileHandle(node)
         keep_cache = True
         direct_io = False
@@ -302,6 +331,10 @@ class LrrOperations(pyfuse3.Operations):
             # (1 MiB for `cat`) instead of 128 KiB at a time, which is what lets a
             # Python process keep up with the server. The cost: no shared mmap.
             direct_io = True
+        elif node.kind is Kind.PAGE:
+            # Opening a page is reading it: a re-read may come from the kernel's cache,
+            # without a read call. lrrfs's own fetches never open a file.
+            self.library.page_opened(node.arcid, node.index)
         if node.kind in (Kind.METADATA, Kind.SCRATCH):
             keep_cache = False
         return self._file_info(
@@ -344,8 +377,18 @@ class LrrOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        """The library's size, from memory only: file managers and df call this often.
+
+        Size and used are the archives' total size (as the server reports it; at
+        least one block, or df hides the mount as a pseudo file system). Free is 0,
+        but available equals the size: desktop low-disk-space monitors read f_bavail
+        and would warn about a "full" mount that nothing can fill.
+        """
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = BLOCK_SIZE
+        total = self.library.total_size
+        data.f_blocks = data.f_bavail = max(1, -(-total // BLOCK_SIZE))
+        data.f_bfree = 0
         data.f_files = len(self.library)
         data.f_namemax = 255
         return data
@@ -475,7 +518,14 @@ class LrrOperations(pyfuse3.Operations):
                 await self._save_from(handle)  # the error reaches nobody, but it is logged
         finally:
             if handle.pinned:
-                self._background(self.apply_changes(self.library.unpin(handle.node.arcid)))
+                self._background(self._unpin_soon(handle.node.arcid))
+
+    async def _unpin_soon(self, arcid: str) -> None:
+        """Let the folder take its new name a moment after the editor's last scratch file
+        closed: the kernel reports the close late, and vim deletes its swap file by path
+        right after closing it."""
+        await trio.sleep(UNPIN_GRACE)
+        await self.apply_changes(self.library.unpin(arcid))
 
     async def _save_from(self, handle: FileHandle) -> None:
         handle.wrote = False
@@ -585,6 +635,11 @@ class LrrOperations(pyfuse3.Operations):
 
     async def _retitle(self, old: str, new: str) -> None:
         """`mv "Old Title" "New Title"` at the root sets the archive's title."""
+        if old in self.library.view_names:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        if self.library.is_reserved(new):
+            log.warning("renaming %r to %r: names starting with @ are the views'", old, new)
+            raise pyfuse3.FUSEError(errno.EINVAL)
         archive = self.library.find(old)
         if archive is None:
             raise pyfuse3.FUSEError(errno.ENOENT)

@@ -12,14 +12,16 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import astuple, dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import astuple, dataclass, field, replace
+from typing import Any
 
 import trio
 from cachetools import LRUCache
 
 from ..client import (
     ArchiveMeta,
+    BadResponse,
     LrrClient,
     LrrError,
     NotFound,
@@ -29,12 +31,14 @@ from ..client import (
 )
 from .diskcache import DiskCache
 from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
-from .names import NameRequest, assign_names, safe_name
+from .names import VIEW_MARK, NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
 from .pagestore import Page, PageSet, PageStore
 from .prefetch import Prefetcher
 from .reader import ArchiveReader, BufferPool
+from .reading import ReadingProgress
 from .singleflight import SingleFlight
+from .views import VIEW_NAMES, ViewFolder, Views
 from .zipindex import (
     TAIL_BYTES,
     NeedZip64Record,
@@ -129,6 +133,9 @@ class Library:
         thumbnail_cache_bytes: int = 16 << 20,
         placeholder_retry: float = 10.0,
         read_only: bool = False,
+        views: bool = True,
+        progress: bool = True,
+        clear_new_on_read: bool = False,
         disk: DiskCache | None = None,
     ) -> None:
         self.client = client
@@ -136,11 +143,17 @@ class Library:
         self.disk = disk
         self.index_from_cache = False  # the archive list is the disk cache's, not yet the server's
         self._index_digest = b""
+        self.views = Views(client) if views else None
+        self.reading = ReadingProgress(self._report_reading)
+        # Reading changes nothing on the server through a read-only mount.
+        self._progress = progress and not read_only  # until the server says if it tracks it
+        self._clear_new_on_read = clear_new_on_read and not read_only
         self.info: ServerInfo | None = None
         self._archives: dict[str, Archive] = {}
         self._by_name: dict[str, str] = {}
         self._pinned: dict[str, int] = {}  # arcid -> open editors: its folder keeps its name
         self._sorted_names: list[str] = []
+        self.total_size = 0  # bytes of all archive files, as the server reports them
         self._store = PageStore(client, disk, cache_bytes)
         self._thumbs: LRUCache[str, _Thumb] = LRUCache(
             thumbnail_cache_bytes, getsizeof=lambda t: len(t.data)
@@ -151,10 +164,7 @@ class Library:
         self._buffers = BufferPool()
         self.prefetcher = Prefetcher(self._prefetch_pages)
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
-
-    def attach(self, nursery: trio.Nursery) -> None:
-        """Background work (prefetching) runs in `nursery` from now on."""
-        self.prefetcher.attach(nursery)
+        self._nursery: trio.Nursery | None = None
 
     # -- the index --------------------------------------------------------------
 
@@ -168,6 +178,9 @@ class Library:
         self.info = await self.client.info()
         if self.client.has_key:
             await self.client.check_key()
+        if self._progress and not self.info.tracks_progress:
+            log.info("the server does not track reading progress: none is sent")
+            self._progress = False
         body = await self._disk_get("index", INDEX_KEY)
         if body is not None:
             try:
@@ -183,12 +196,12 @@ class Library:
         """Fetch the archive list and apply it; names stay put unless titles change."""
         body = await self.client.archives_body()
         self.index_from_cache = False
-        if self._digest(body) == self._index_digest:
-            return Changes()  # not a byte changed: no need to parse 100,000 entries
-        metas = await trio.to_thread.run_sync(self._parse, body)
-        changes = self._apply_body(body, metas)
-        if self.disk is not None:
-            self.disk.put_later("index", INDEX_KEY, body)
+        changes = Changes()  # not a byte changed: no need to parse 100,000 entries
+        if self._digest(body) != self._index_digest:
+            metas = await trio.to_thread.run_sync(self._parse, body)
+            changes = self._apply_body(body, metas)
+            self._disk_put("index", INDEX_KEY, body)
+        await self._refresh_views()
         return changes
 
     @staticmethod
@@ -214,13 +227,17 @@ class Library:
             self.prefetcher.forget(arcid)
         return changes
 
+    async def _refresh_views(self) -> None:
+        if self.views is not None:
+            await self.views.refresh()
+
     def _apply(self, metas: dict[str, ArchiveMeta]) -> Changes:
         previous = {arcid: (a.named_for, a.name) for arcid, a in self._archives.items()}
         for arcid in self._pinned:
             if arcid in metas and arcid in previous:  # keeps its name whatever its title
                 previous[arcid] = (metas[arcid].title, previous[arcid][1])
         requests = (NameRequest(m.arcid, m.title, m.date_added or 0) for m in metas.values())
-        names = assign_names(requests, previous)
+        names = assign_names(requests, previous, escape_views=self.views is not None)
         changes = Changes()
         for arcid, archive in list(self._archives.items()):
             if arcid not in metas:
@@ -243,6 +260,10 @@ class Library:
         if changes.added or changes.removed or changes.renamed:
             self._by_name = {a.name: arcid for arcid, a in self._archives.items()}
             self._sorted_names = sorted(self._by_name)
+        if self.views is not None and (changes.added or changes.removed or changes.updated):
+            self.views.update(a.meta for a in self._archives.values())
+        if changes:
+            self.total_size = sum(a.meta.size or 0 for a in self._archives.values())
         return changes
 
     def _update_meta(self, archive: Archive, meta: ArchiveMeta) -> None:
@@ -303,7 +324,10 @@ class Library:
             )
         if change is not None and change.isnew is not None:
             await self.client.set_isnew(archive.arcid, change.isnew)
-        return self._apply_one(archive, await self.client.metadata(archive.arcid))
+        changes = self._apply_one(archive, await self.client.metadata(archive.arcid))
+        if change is not None:
+            await self._refresh_views()  # untagged, categories and searches may follow
+        return changes
 
     async def revert_metadata(self, arcid: str) -> Changes:
         """Drop the draft; metadata.json shows the server's version, fetched anew."""
@@ -320,6 +344,57 @@ class Library:
     def names(self) -> list[str]:
         """Folder names, sorted."""
         return self._sorted_names
+
+    # -- views ----------------------------------------------------------------------
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        """The views' folders beside the archive folders (none with views off)."""
+        return VIEW_NAMES if self.views is not None else ()
+
+    def is_reserved(self, name: str) -> bool:
+        """A name at the top that belongs to the views, never to an archive folder."""
+        return self.views is not None and name.startswith(VIEW_MARK)
+
+    async def view(self, path: tuple[str, ...]) -> ViewFolder | None:
+        """The view folder at `path` (names from the top down), or None."""
+        if self.views is None or path[0] not in VIEW_NAMES:
+            return None
+        return await self.views.folder(path)
+
+    def view_links(self, folder: ViewFolder) -> dict[str, str]:
+        """The archive folders a view folder links to: folder name -> arcid."""
+        archives = self._archives
+        return {archives[a].name: a for a in folder.members if a in archives}
+
+    # -- reading progress -------------------------------------------------------------
+
+    def page_opened(self, arcid: str, index: int) -> None:
+        """A program opened a page to read it: the server's reading progress follows."""
+        clear_new = self._clear_new_on_read and self.get(arcid).meta.isnew
+        if self._progress or clear_new:
+            self.reading.page_read(arcid, index + 1, clear_new=clear_new)
+
+    async def _report_reading(self, arcid: str, page: int, clear_new: bool) -> None:
+        if self._progress and await self._sent(
+            arcid, "reading progress", self.client.set_progress(arcid, page)
+        ):
+            log.debug("archive %s: reading progress set to page %d", arcid, page)
+        if clear_new and await self._sent(
+            arcid, "clearing the new flag", self.client.set_isnew(arcid, False)
+        ):
+            archive = self._archives.get(arcid)
+            if archive is not None:  # @new follows at once
+                self._apply_one(archive, replace(archive.meta, isnew=False))
+
+    @staticmethod
+    async def _sent(arcid: str, what: str, request: Awaitable[None]) -> bool:
+        try:
+            await request
+        except LrrError as exc:
+            log.warning("archive %s: %s failed: %s", arcid, what, exc)
+            return False
+        return True
 
     def __len__(self) -> int:
         return len(self._archives)
@@ -388,6 +463,13 @@ class Library:
             except (ValueError, TypeError):
                 log.warning("disk cache: the page list of %s is unusable", archive.name)
         refs = await self.client.page_list(archive.arcid)
+        expected = archive.meta.pagecount
+        if self.info and self.info.has_files_route and expected and len(refs) != expected:
+            # (Old servers report 0 pages until the first extraction: no check there.)
+            raise BadResponse(
+                f"{archive.name}: the server lists {len(refs)} pages but counts {expected}; "
+                "refusing to guess which pages are real"
+            )
         members = await self._page_members(archive, refs)
         self._disk_put("pages", key, encode_pages(refs, members))
         return self._named_pages(refs, members)
@@ -520,16 +602,33 @@ class Library:
     # -- thumbnail, archive file, metadata ------------------------------------------
 
     async def thumbnail(self, arcid: str) -> bytes:
-        """The cover thumbnail. A placeholder is asked for again after a while."""
+        """The cover thumbnail. A placeholder is asked for again, in the background,
+        after a while: the caller gets what is known at once."""
         thumb = self._thumbs.get(arcid)
-        stale = (
-            thumb is not None
-            and thumb.placeholder
-            and (trio.current_time() - thumb.fetched > self._placeholder_retry)
-        )
-        if thumb is None or stale:
+        if thumb is None:
             thumb = await self._flights.run(("thumb", arcid), lambda: self._fetch_thumbnail(arcid))
+        elif thumb.placeholder and trio.current_time() - thumb.fetched > self._placeholder_retry:
+            thumb.fetched = trio.current_time()  # one retry at a time
+            self._in_background(self._fetch_thumbnail(arcid))
         return thumb.data  # type: ignore[union-attr]
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Give the library a nursery for work nobody waits for (progress, prefetch)."""
+        self._nursery = nursery
+        nursery.start_soon(self.reading.run)
+        self.prefetcher.attach(nursery)
+
+    def _in_background(self, job: Coroutine[Any, Any, object]) -> None:
+        async def run() -> None:
+            try:
+                await job
+            except LrrError as exc:
+                log.info("background fetch failed: %s", exc)
+
+        if self._nursery is None:
+            job.close()
+        else:
+            self._nursery.start_soon(run)
 
     def thumbnail_is_placeholder(self, arcid: str) -> bool:
         thumb = self._thumbs.get(arcid)

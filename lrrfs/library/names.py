@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 NAME_MAX = 255
 EMPTY_NAME = "(untitled)"
+VIEW_MARK = "@"  # names of the views start with it; archive folders' names never do
+VIEW_MARK_ESCAPE = "\uff20"  # FULLWIDTH COMMERCIAL AT
 
 
 def _safe_char(char: str) -> str:
@@ -47,6 +49,11 @@ def clean_name(text: str) -> str:
     return name
 
 
+def escape_view_mark(name: str) -> str:
+    """A name that cannot be taken for a view's: a leading `@` becomes `＠`."""
+    return VIEW_MARK_ESCAPE + name[1:] if name.startswith(VIEW_MARK) else name
+
+
 def fit_name(clean: str, suffix: str = "") -> str:
     """A cleaned name cut to fit NAME_MAX bytes, with `suffix` kept whole at the end."""
     return truncate_utf8(clean, NAME_MAX - len(suffix.encode("utf-8"))) + suffix
@@ -70,6 +77,8 @@ def assign_names(
     requests: Iterable[NameRequest],
     previous: dict[str, tuple[str, str]] | None = None,
     reserved: frozenset[str] = frozenset(),
+    *,
+    escape_views: bool = False,
 ) -> dict[str, str]:
     """Map arcid -> unique folder name.
 
@@ -77,7 +86,9 @@ def assign_names(
     whose title did not change keeps its name, so names never move under a
     running program. Otherwise, among archives that want the same name, the one
     added first (then the lowest arcid) gets it plain and the others get
-    ` [<arcid prefix>]`, which is deterministic across remounts.
+    ` [<arcid prefix>]`, which is deterministic across remounts. With
+    `escape_views`, a title starting with `@` is shown with `＠` instead, so
+    that no folder can pass for a view.
     """
     previous = previous or {}
     wanted = sorted(requests, key=lambda r: (r.added, r.arcid))
@@ -93,6 +104,8 @@ def assign_names(
             pending.append(request)
     for request in pending:
         clean = clean_name(request.title)
+        if escape_views:
+            clean = escape_view_mark(clean)
         name = fit_name(clean)
         length = 8
         while name in taken:

@@ -1,0 +1,191 @@
+"""Views: the library the way LANraragi users browse it, beside the archive folders.
+
+    @new/                       archives flagged new
+    @untagged/                  the archives the server counts as untagged
+    @tags/<namespace>/<value>/  archives with that tag; tags without a namespace in @tags/_/
+    @categories/<name>/         a category's archives: its list, or its saved search's result
+    @search/<query>/            the server's search for <query>, made when looked up
+
+The folders at the bottom link to archive folders; this module decides which
+archives are in which view: from the archive list (new, tags) and from what only
+the server knows (untagged, categories, searches), asked again at every refresh.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Union
+
+import trio
+from cachetools import LRUCache
+
+from ..client import ArchiveMeta, Category, LrrClient, LrrError
+from .names import safe_name
+from .singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+
+NEW = "@new"
+UNTAGGED = "@untagged"
+TAGS = "@tags"
+CATEGORIES = "@categories"
+SEARCH = "@search"
+VIEW_NAMES = (CATEGORIES, NEW, SEARCH, TAGS, UNTAGGED)
+BARE_TAGS = "_"  # @tags/_/<tag>: tags without a namespace
+BARE_TAGS_ESCAPE = "\uff3f"  # FULLWIDTH LOW LINE: a namespace really named "_"
+HIDDEN_NAMESPACES = frozenset({"date_added"})  # one value per archive: useless as folders
+SEARCHES_KEPT = 64
+
+# A view folder is a dict of subfolders, or the set of archive ids it links to.
+Tree = dict[str, Union["Tree", frozenset[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewFolder:
+    """What a view folder holds: subfolders, or links to archives (by id).
+
+    `any_name`: any name is a subfolder, made when looked up (like autofs); none is listed.
+    """
+
+    folders: tuple[str, ...] = ()
+    members: frozenset[str] = frozenset()
+    any_name: bool = False
+
+
+@functools.lru_cache(maxsize=1 << 16)  # tags repeat across archives; naming them is the cost
+def tag_folder(tag: str) -> tuple[str, str] | None:
+    """Where a tag lives under @tags: (namespace folder, value folder), or None if hidden."""
+    namespace, colon, value = tag.partition(":")
+    namespace, value = namespace.strip(), value.strip()
+    if not colon or not namespace:
+        return BARE_TAGS, safe_name(value if colon else tag)
+    if namespace in HIDDEN_NAMESPACES:
+        return None
+    folder = safe_name(namespace)
+    return (BARE_TAGS_ESCAPE if folder == BARE_TAGS else folder), safe_name(value)
+
+
+def category_folders(categories: Iterable[Category]) -> dict[str, Category]:
+    """Folder name -> category; a name two categories share gets ` [<id>]` on the later one."""
+    named: dict[str, Category] = {}
+    for category in sorted(categories, key=lambda c: c.id):
+        name = safe_name(category.name)
+        if name in named:
+            name = safe_name(category.name, suffix=f" [{category.id}]")
+        if name in named:  # a category named like another's suffixed name: rare, skipped
+            log.warning("views: category %r has no free folder name", category.name)
+            continue
+        named[name] = category
+    return named
+
+
+def searchable(query: str) -> bool:
+    """A folder name that can be sent as a query: not a hidden name (file managers look up
+    `.hidden`, `.directory`, `.Trash-1000` in every folder), no undecodable bytes."""
+    if query.startswith("."):
+        return False
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class Views:
+    """Which archives are in which view; refreshed with the archive list."""
+
+    def __init__(self, client: LrrClient) -> None:
+        self._client = client
+        self._new: frozenset[str] = frozenset()
+        self._tags: Tree = {}
+        self._untagged: frozenset[str] = frozenset()
+        self._categories: Tree = {}
+        self._searches: LRUCache[str, frozenset[str]] = LRUCache(SEARCHES_KEPT)
+        self._flights: SingleFlight[frozenset[str]] = SingleFlight()
+
+    def update(self, metas: Iterable[ArchiveMeta]) -> None:
+        """What the archive list tells: the new archives and the tags."""
+        new: set[str] = set()
+        tags: dict[str, dict[str, set[str]]] = {}
+        for meta in metas:
+            if meta.isnew:
+                new.add(meta.arcid)
+            for tag in meta.tags:
+                where = tag_folder(tag)
+                if where is not None:
+                    tags.setdefault(where[0], {}).setdefault(where[1], set()).add(meta.arcid)
+        self._new = frozenset(new)
+        self._tags = {
+            namespace: {value: frozenset(ids) for value, ids in values.items()}
+            for namespace, values in tags.items()
+        }
+
+    async def refresh(self) -> None:
+        """Ask the server again what only it knows. A part that fails keeps its last answer."""
+        self._searches.clear()  # searches are asked again when next looked at
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._refresh_untagged)
+            nursery.start_soon(self._refresh_categories)
+
+    async def _refresh_untagged(self) -> None:
+        try:
+            self._untagged = frozenset(await self._client.untagged())
+        except LrrError as exc:
+            log.warning("views: untagged archives not refreshed: %s", exc)
+
+    async def _refresh_categories(self) -> None:
+        try:
+            named = category_folders(await self._client.categories())
+            folders: Tree = {}
+
+            async def fill(name: str, category: Category) -> None:
+                # A category with a search holds what the server finds for it.
+                if category.search:
+                    folders[name] = await self.search(category.search)
+                else:
+                    folders[name] = frozenset(category.archives)
+
+            async with trio.open_nursery() as nursery:
+                for name, category in named.items():
+                    nursery.start_soon(fill, name, category)
+        except LrrError as exc:
+            log.warning("views: categories not refreshed: %s", exc)
+            return
+        self._categories = folders
+
+    async def search(self, query: str) -> frozenset[str]:
+        """The archives the server finds for `query`, kept until the next refresh."""
+        found = self._searches.get(query)
+        if found is None:
+            found = await self._flights.run(("search", query), lambda: self._search(query))
+        return found
+
+    async def _search(self, query: str) -> frozenset[str]:
+        found = frozenset(await self._client.search(query))
+        self._searches[query] = found
+        return found
+
+    async def folder(self, path: tuple[str, ...]) -> ViewFolder | None:
+        """The view folder at `path` (its names from the root down), None if there is none."""
+        if path[0] == SEARCH:
+            if len(path) == 1:
+                return ViewFolder(any_name=True)
+            if len(path) == 2 and searchable(path[1]):
+                return ViewFolder(members=await self.search(path[1]))
+            return None
+        node: Tree | frozenset[str] = {
+            NEW: self._new,
+            UNTAGGED: self._untagged,
+            TAGS: self._tags,
+            CATEGORIES: self._categories,
+        }
+        for name in path:
+            if not isinstance(node, dict) or name not in node:
+                return None
+            node = node[name]
+        if isinstance(node, dict):
+            return ViewFolder(folders=tuple(sorted(node)))
+        return ViewFolder(members=node)
