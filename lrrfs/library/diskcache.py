@@ -46,7 +46,6 @@ STALE_TEMP_SECONDS = 600.0  # a temp file this old was left by a crash
 LOW_WATER = 0.9  # eviction stops at this share of the cap
 QUEUE_BYTES = 64 << 20  # writes waiting for the writer thread, at most
 WRITER_NICENESS = 10
-TOUCHES_QUEUED = 10_000
 BULKY = frozenset({"page", "thumb"})  # kinds evicted before the others
 
 
@@ -77,7 +76,7 @@ class DiskCache:
         self._written = 0  # bytes written by this process, ever: eviction's scans miss some
         self._evictor: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _used and the write queue
-        self._queue: deque[tuple[str, str, bytes | None]] = deque()  # None: a touch
+        self._queue: deque[tuple[str, str, bytes, bool]] = deque()  # True: a touch
         self._queued = 0
         self._wakeup = threading.Condition(self._lock)
         self._closed = False
@@ -110,7 +109,7 @@ class DiskCache:
                 path.unlink()
             return None
         with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: evicted last
+            _stamp(path)  # recently used: evicted last
         return data
 
     async def read(self, kind: str, key: str, timeout: float) -> bytes | None:
@@ -146,6 +145,7 @@ class DiskCache:
             try:
                 if os.writev(fd, [header, data]) != len(header) + len(data):
                     raise OSError(errno.ENOSPC, "short write")
+                _stamp(fd)
             finally:
                 os.close(fd)
             os.replace(temp, path)
@@ -164,33 +164,28 @@ class DiskCache:
 
     def put_later(self, kind: str, key: str, data: bytes) -> None:
         """Queue the blob for the writer thread; dropped if too much is waiting."""
+        self._enqueue(kind, key, data, touch=False)
+
+    def touch_later(self, kind: str, key: str, data: bytes) -> None:
+        """The blob was used (from memory): it is the most recent again, for eviction;
+        written again if it was evicted meanwhile (least recently used is not unused)."""
+        self._enqueue(kind, key, data, touch=True)
+
+    def _enqueue(self, kind: str, key: str, data: bytes, touch: bool) -> None:
         with self._lock:
             if self._closed or self._queued + len(data) > QUEUE_BYTES:
                 return
-            self._queue.append((kind, key, data))
+            self._queue.append((kind, key, data, touch))
             self._queued += len(data)
             self._wakeup.notify()
 
-    def touch_later(self, kind: str, key: str) -> None:
-        """The blob was used (from memory): it is recent again, for eviction."""
-        with self._lock:
-            if not self._closed and len(self._queue) < TOUCHES_QUEUED:
-                self._queue.append((kind, key, None))
-                self._wakeup.notify()
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until queued writes are on disk (at unmount)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._queued and time.monotonic() < deadline:
-                self._wakeup.wait(0.05)
-
-    def close(self) -> None:
-        """Finish the queued writes; leave the folder under its cap."""
-        self.flush()
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish what is queued (within `timeout`); leave the folder under its cap."""
         with self._lock:
             self._closed = True
             self._wakeup.notify_all()
+        self._writer.join(timeout)
+        with self._lock:
             evictor = self._evictor
         if evictor is not None:
             evictor.join()
@@ -206,17 +201,19 @@ class DiskCache:
                     self._wakeup.wait()
                 if not self._queue:
                     return
-                kind, key, data = self._queue.popleft()
-            if data is None:
-                with contextlib.suppress(OSError):
-                    os.utime(self.path(kind, key))
-                continue
+                kind, key, data, touch = self._queue.popleft()
             try:
-                self.put(kind, key, data)
+                if touch:
+                    _stamp(self.path(kind, key))
+                else:
+                    self.put(kind, key, data)
+            except FileNotFoundError:
+                self.put(kind, key, data)  # evicted, and used since: back it goes
+            except OSError:
+                pass
             finally:
                 with self._lock:
                     self._queued -= len(data)
-                    self._wakeup.notify_all()
 
     # -- eviction -----------------------------------------------------------------
 
@@ -260,17 +257,16 @@ class DiskCache:
                 continue
             # Pages and covers go first; lists are small and every listing needs them.
             bulky = os.path.basename(os.path.dirname(os.path.dirname(entry.path))) in BULKY
-            files.append((not bulky, info.st_mtime, info.st_size, entry.path))
+            files.append((not bulky, info.st_mtime_ns, info.st_size, entry.path))
             total += info.st_size
         if total > self.cap:
             files.sort()
             target = int(self.cap * LOW_WATER)
-            for _, _, size, path in files:
+            for _, used, size, path in files:
                 if total <= target:
                     break
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                total -= size
+                if _unlink_unless_used_since(path, used):
+                    total -= size
             log.info("disk cache: evicted down to %d MiB", total >> 20)
         with self._lock:
             self._used = total + self._written - written  # what was written meanwhile
@@ -287,3 +283,23 @@ class DiskCache:
                     stack.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
                     yield entry
+
+
+def _stamp(target: int | Path) -> None:
+    """Set the mtime to now, to the nanosecond: the file system's own clock ticks
+    coarsely, and files written in one tick would leave eviction to guess their order."""
+    now = time.time_ns()
+    os.utime(target, ns=(now, now))
+
+
+def _unlink_unless_used_since(path: str, used_ns: int) -> bool:
+    """Delete a file the scan found old, unless it was used since (then it stays)."""
+    try:
+        if os.stat(path).st_mtime_ns > used_ns:
+            return False
+        os.unlink(path)
+    except FileNotFoundError:
+        pass  # another mount evicted it: gone all the same
+    except OSError:
+        return False
+    return True

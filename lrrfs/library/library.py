@@ -569,9 +569,8 @@ class Library:
         """A user reads a page: its bytes, from the caches or the server; never of
         another length. The next pages start coming in the background."""
         pages = await self._page_set(arcid)
-        data = self._store.cached(pages, index)
-        if data is None:
-            data = await self._store.get(pages, index)
+        data = await self._store.get(pages, index)
+        self._store.used(pages, index, data)
         listed = pages.pages
         self.prefetcher.reading(arcid, index, len(listed), listed[index].size)
         return data

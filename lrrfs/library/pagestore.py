@@ -61,13 +61,14 @@ class PageStore:
         self._no_spans: set[str] = set()  # archives whose zip members did not check out
         self._touched: tuple[str, int] | None = None
 
-    def cached(self, pages: PageSet, index: int) -> bytes | None:
-        """The page from memory; its disk copy counts as used again."""
-        data = self._memory.get((pages.arcid, index))
-        if data is not None and self._disk is not None and self._touched != (pages.arcid, index):
+    def cached(self, arcid: str, index: int) -> bytes | None:
+        return self._memory.get((arcid, index))
+
+    def used(self, pages: PageSet, index: int, data: bytes) -> None:
+        """A reader used the page: its disk copy is the most recent, for eviction."""
+        if self._disk is not None and self._touched != (pages.arcid, index):
             self._touched = (pages.arcid, index)  # a page is read in several pieces: once
-            self._disk.touch_later("page", self._disk_key(pages, index))
-        return data
+            self._disk.touch_later("page", self._disk_key(pages, index), data)
 
     def remember(self, arcid: str, index: int, data: bytes) -> None:
         if len(data) <= self._memory.maxsize:
