@@ -13,7 +13,7 @@ import pytest
 from lrrfs.library.diskcache import DiskCache
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import PYTHON, mount_env, start_mount, start_server, wait_for
+from .conftest import PYTHON, archive_names, mount_env, start_mount, start_server, wait_for
 
 PAGES = 24
 PAGE_BYTES = 100_000
@@ -182,8 +182,8 @@ def test_a_cached_archive_list_starts_the_mount_then_the_server_s_list_replaces_
         try:
             args = ("--refresh-interval", "2", "--timeout", "3")
             with mount(server, tmp_path, "second", cache, *args) as second:
-                assert os.listdir(second.path) == ["First"]  # the cached list
-                assert wait_for(lambda: sorted(os.listdir(second.path)) == ["First", "Second"])
+                assert archive_names(second.path) == ["First"]  # the cached list
+                assert wait_for(lambda: archive_names(second.path) == ["First", "Second"])
         finally:
             server.clear_faults()
 
