@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -23,6 +24,8 @@ from lrrfs.testserver.samples import make_archive
 from .conftest import archive_names, start_mount, start_server, wait_for
 
 DEADLINE = 3.0  # --timeout of the mounts here
+# Page bytes come from the page API, or (zip members) from Range requests of /download.
+PAGE_ROUTES = r"/page\?|/download"
 SLACK = 5.0  # what a loaded 2-core machine may add to the deadline
 
 
@@ -70,28 +73,28 @@ def test_a_stopped_server_gives_eio_in_time_cached_things_still_answer_and_it_co
 ):
     known = mount.path / "Comic 00"
     first = pages_of(known)[0]
-    first.read_bytes()  # cached now
+    first.read_bytes()  # cached now, and the next four fetched ahead
     server.stop()
     try:
         assert first.read_bytes() == originals(library, "Comic 00")[0]
         assert len(os.listdir(known)) == 9 and os.listdir(mount.path)
         os.stat(pages_of(known)[3])
-        error, elapsed = timed_failure(lambda: pages_of(known)[4].read_bytes())
+        error, elapsed = timed_failure(lambda: pages_of(known)[5].read_bytes())
         assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
         error, elapsed = timed_failure(lambda: os.listdir(mount.path / "Comic 01"))
         assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
     finally:
         restarted = server.restart()
     try:
-        assert pages_of(known)[4].read_bytes() == originals(library, "Comic 00")[4]
+        assert pages_of(known)[5].read_bytes() == originals(library, "Comic 00")[5]
         assert len(os.listdir(mount.path / "Comic 01")) == 9  # no remount needed
     finally:
         restarted.stop()
 
 
 def test_a_hanging_server_gives_eio_within_the_deadline(server, mount, library):
-    server.faults(rules=[{"match": r"/page\?", "action": "hang", "hang_seconds": 30}])
     page = pages_of(mount.path / "Comic 02")[1]
+    server.faults(rules=[{"match": PAGE_ROUTES, "action": "hang", "hang_seconds": 30}])
     error, elapsed = timed_failure(page.read_bytes)
     assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
     server.clear_faults()
@@ -114,7 +117,7 @@ def test_transient_faults_are_retried_and_bytes_stay_exact(server, mount, librar
     folder = mount.path / "Comic 03"
     expected = originals(library, "Comic 03")
     pages = pages_of(folder)
-    server.faults(rules=[{"match": r"GET .*/page\?", **rule}])
+    server.faults(rules=[{"match": f"GET .*({PAGE_ROUTES})", **rule}])
     assert [p.read_bytes() for p in pages] == expected
     server.faults(rules=[{"match": r"GET .*/download", **rule}])
     archive = folder / "Comic 03.zip"
@@ -122,13 +125,13 @@ def test_transient_faults_are_retried_and_bytes_stay_exact(server, mount, librar
 
 
 def test_persistent_server_errors_give_eio(server, mount):
-    server.faults(rules=[{"match": r"/page\?", "action": "status", "status": 500}])
+    server.faults(rules=[{"match": PAGE_ROUTES, "action": "status", "status": 500}])
     error, _ = timed_failure(lambda: pages_of(mount.path / "Comic 04")[0].read_bytes())
     assert error.errno == errno.EIO
 
 
 def test_a_page_answered_with_json_is_refused(server, mount):
-    server.faults(rules=[{"match": r"/page\?", "action": "nonsense"}])
+    server.faults(rules=[{"match": PAGE_ROUTES, "action": "nonsense"}])
     error, _ = timed_failure(lambda: pages_of(mount.path / "Comic 05")[0].read_bytes())
     assert error.errno == errno.EIO
     assert "instead of the file" in mount.log_text()
@@ -172,9 +175,9 @@ def test_a_rejected_key_gives_eacces_and_one_log_line(server, mount):
 
 
 def test_sigterm_unmounts_at_once_while_reads_hang(server, mount):
-    server.faults(rules=[{"match": r"/page\?", "action": "hang", "hang_seconds": 60}])
-    outcome: list[object] = []
     page = pages_of(mount.path / "Comic 11")[2]
+    server.faults(rules=[{"match": PAGE_ROUTES, "action": "hang", "hang_seconds": 60}])
+    outcome: list[object] = []
     reader = threading.Thread(target=lambda: outcome.append(_try_read(page)))
     reader.start()
     time.sleep(0.5)  # the read is in flight, waiting on the hung server
@@ -194,8 +197,8 @@ def _try_read(path: Path) -> object:
 
 @pytest.fixture
 def small_cache_mount(server, tmp_path):
-    """A page cache smaller than the library: reads keep going to the server."""
-    args = ("--timeout", str(DEADLINE), "--memory-cache", "1")
+    """A page cache smaller than the library, none on disk: reads keep going to the server."""
+    args = ("--timeout", str(DEADLINE), "--memory-cache", "1", "--cache-size", "0")
     with start_mount(server, tmp_path / "lrr-small", args=args) as mounted:
         yield mounted
 
@@ -250,7 +253,7 @@ def test_many_readers_under_random_faults(server, small_cache_mount, library):
         thread.join(30)
     assert not any(thread.is_alive() for thread in threads), "a reader is stuck"
     server.clear_faults()
-    fetched = sum("/page?" in r["path"] for r in server.requests())
+    fetched = sum(re.search(PAGE_ROUTES, r["path"]) is not None for r in server.requests())
     print(f"64 readers, 20 s of random faults: {results['ok']} reads right, "
           f"{results['eio']} EIO, {results['wrong']} wrong; {fetched} page requests")  # fmt: skip
     assert fetched > 500  # the readers really went to the server, through the faults

@@ -21,6 +21,7 @@ import http.client
 import logging
 import re
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import trio
@@ -39,13 +40,20 @@ from .transport import ConnectionPool
 log = logging.getLogger(__name__)
 
 CHUNK = 256 << 10  # bytes per readinto: how often the trio side can see progress
-RECONNECTS = 2  # a body cut mid-way is asked for again from where it stopped, this often
+STALLS = 2  # failed attempts in a row without a byte of progress, at most
+ATTEMPTS = 6  # requests for one job, at most (a body cut mid-way is asked for again)
+RETRY_STATUSES = frozenset({429, 502, 503, 504})  # a busy or restarting server: ask again
+RETRY_DELAYS = (0.2, 0.6)
 ERROR_BODY_LIMIT = 4096
 CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class JobAborted(LrrError):
     """The reader gave the job up (it moved elsewhere, or the file was closed)."""
+
+
+class _Busy(Exception):
+    """A status worth asking again for, after a pause."""
 
 
 class RangeJob:
@@ -164,28 +172,32 @@ class RangePool:
     # -- in a worker thread -----------------------------------------------------
 
     def _run(self, job: RangeJob) -> None:
-        failures = 0
+        attempts = stalls = 0
         error: LrrError | None = None
         while job.filled < job.length and error is None:
             if job.aborted:
                 error = JobAborted(f"{job.what}: given up")
                 break
             conn = self._connections.take()
+            before = job.filled
             try:
                 if self._transfer(conn, job):
                     self._connections.give(conn)
                 else:
                     conn.close()
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, _Busy) as exc:
                 conn.close()
                 if job.aborted:
                     continue
-                failures += 1
+                attempts += 1
+                stalls = 0 if job.filled > before else stalls + 1
                 reason = f"{job.what}: {type(exc).__name__}: {exc}".rstrip(": ")
-                if failures > RECONNECTS:
+                if stalls > STALLS or attempts >= ATTEMPTS:
                     error = ServerUnreachable(reason)
-                else:
-                    log.info("%s; asking again from byte %d", reason, job.start + job.filled)
+                    continue
+                log.info("%s; asking again from byte %d", reason, job.start + job.filled)
+                if isinstance(exc, _Busy):
+                    time.sleep(RETRY_DELAYS[min(stalls, len(RETRY_DELAYS)) - 1])
             except LrrError as exc:
                 conn.close()
                 error = exc
@@ -238,6 +250,8 @@ class RangePool:
         if status == 200:
             self._check_total(job, response.length)
             return first
+        if status in RETRY_STATUSES:
+            raise _Busy(f"HTTP {status}")
         body = response.read(ERROR_BODY_LIMIT) if status >= 400 else b""
         raise _status_error(job.what, status, response.reason, body)
 
