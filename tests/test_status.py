@@ -154,23 +154,28 @@ def test_a_thumbnailer_pass_costs_one_request_per_page_once(
     status_server: Server, tmp_path: Path
 ) -> None:
     """The figure in docs/guide.md: a file manager making thumbnails of a folder fetches
-    each page once (whatever it reads of it); looking again costs nothing. The status
-    counter agrees with what the server served."""
+    each page once at most (whatever it reads of it; a zip's pages come several to a
+    request); looking again costs nothing. The status counter agrees with the server."""
     env = lrrfs_env(tmp_path, LRR_API_KEY=KEY)
     mountpoint = tmp_path / "lrr"
     with foreground_mount(mount_args(status_server, mountpoint), mountpoint, env):
         folder = mountpoint / "Volume 2"
         before = status_json(mountpoint, env)["requests"]
         status_server.clear_requests()
-        for _ in range(2):
+        served: list[str] = []
+        for look in range(2):
             for entry in sorted(os.scandir(folder), key=lambda e: e.name):
                 entry.stat()
                 if entry.name[0].isdigit():
                     with open(entry.path, "rb") as page:
                         page.read(65536)  # a thumbnailer's first look
-        served = [r["path"] for r in status_server.requests() if r["path"].startswith("/api/")]
-        pages = [p for p in served if "/page" in p or "path=" in p]
-        assert len(pages) == 3, served  # three pages, each fetched once
+            paths = [r["path"] for r in status_server.requests() if r["path"].startswith("/api/")]
+            assert look == 0 or paths == [], paths  # looking again costs nothing
+            served += paths
+            status_server.clear_requests()
+        # The page API or Range reads of the archive file (one of them: the zip's directory)
+        pages = [p for p in served if "/page" in p or "path=" in p or p.endswith("/download")]
+        assert 2 <= len(pages) <= 3 + 1, served  # three pages, each fetched once at most
         cover = [p for p in served if "thumbnail" in p or "/minion/" in p]  # its job, polled
         listing = sorted(set(served) - set(pages) - set(cover))
         assert len(listing) == len(served) - len(pages) - len(cover) <= 2, served
