@@ -86,11 +86,18 @@ class PageStore:
         return data
 
     async def prefetch(self, pages: PageSet, indexes: list[int]) -> None:
-        """Bring pages into the caches, consecutive zip members a batch at a time."""
+        """Bring pages into memory: from the disk cache one by one (each ready as soon as
+        it is read), the rest from the server, consecutive zip members a batch at a time."""
         wanted = [
             i for i in indexes if 0 <= i < len(pages.pages) and not self._busy(pages.arcid, i)
         ]
         limiter = trio.CapacityLimiter(PARALLEL)
+
+        async def from_disk(index: int) -> None:
+            async with limiter:
+                data = await self._from_disk(pages, index)
+            if data is not None:
+                self.remember(pages.arcid, index, data)
 
         async def fetch(run: list[int]) -> None:
             async with limiter:
@@ -98,8 +105,13 @@ class PageStore:
                 run = [i for i in run if not self._busy(pages.arcid, i)]
                 keys: list[Hashable] = [(pages.arcid, i) for i in run]
                 if keys:
-                    await self._flights.run_many(keys, lambda: self._load(pages, run))
+                    await self._flights.run_many(keys, lambda: self._load(pages, run, False))
 
+        if self._disk is not None and pages.maybe_on_disk:
+            async with trio.open_nursery() as nursery:
+                for index in wanted:
+                    nursery.start_soon(from_disk, index)
+            wanted = [i for i in wanted if not self._busy(pages.arcid, i)]
         async with trio.open_nursery() as nursery:
             for run in self._runs(pages, wanted):
                 nursery.start_soon(fetch, run)
@@ -111,9 +123,13 @@ class PageStore:
     async def _load_one(self, pages: PageSet, index: int) -> bytes:
         return (await self._load(pages, [index]))[(pages.arcid, index)]
 
-    async def _load(self, pages: PageSet, indexes: list[int]) -> dict[Hashable, bytes]:
+    async def _load(
+        self, pages: PageSet, indexes: list[int], disk: bool = True
+    ) -> dict[Hashable, bytes]:
+        """The pages from the disk cache (unless `disk` is False: just looked there), the
+        rest from the server."""
         found: dict[int, bytes] = {}
-        for i in indexes:
+        for i in indexes if disk else ():
             data = await self._from_disk(pages, i)
             if data is not None:
                 found[i] = data
