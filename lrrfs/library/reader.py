@@ -2,11 +2,12 @@
 
 Each read is served from "parts": buffers being filled by Range requests (in
 the client's worker threads) for consecutive stretches of the file. Sequential
-reads double the window of bytes asked for ahead of the reader, up to
-`MAX_AHEAD`, cut into parts of at most `MAX_PART`, so that two or three
-requests are in flight at once (as mountpoint-s3 and rclone do); a jump
-elsewhere gives up the parts that no longer matter and starts small again, so
-random reads (zipfile, a viewer seeking) cost one small request each.
+reads widen the window of bytes asked for ahead of the reader (fourfold per
+read, up to `MAX_AHEAD`), cut into parts of at most `MAX_PART`, so that up to
+four requests are in flight at once and a server's latency per request is
+hidden (as mountpoint-s3 and rclone do); a jump elsewhere gives up the parts
+that no longer matter and starts small again, so random reads (zipfile, a
+viewer seeking) cost one small request each.
 
 Memory per open file is bounded by the window (and all readers together by
 the buffer pool's budget, beyond which no read-ahead is asked for), whatever
@@ -27,8 +28,9 @@ from ..client.ranges import RangeJob
 log = logging.getLogger(__name__)
 
 MIN_PART = 256 << 10  # the smallest request: a random read costs about this much
-MAX_PART = 16 << 20  # the largest request; parts this size are pooled
+MAX_PART = 8 << 20  # the largest request; parts this size are pooled
 MAX_AHEAD = 32 << 20  # bytes asked for beyond the read position, at most
+GROWTH = 4  # the window's growth per sequential read: a few reads reach full speed
 BACKLOG = 2 << 20  # bytes kept behind the read position: the kernel's reads may cross
 READ_BUDGET = 96 << 20  # read-ahead buffers of all open files together
 POOLED = 2  # idle MAX_PART buffers kept for reuse (a fresh one costs page faults)
@@ -135,7 +137,7 @@ class ArchiveReader:
             self._drop(list(self._parts))  # a jump: nothing asked for is of use
             self._ahead = 0
         if sequential:
-            self._ahead = min(MAX_AHEAD, max(MIN_PART, self._ahead * 2))
+            self._ahead = min(MAX_AHEAD, max(MIN_PART, self._ahead * GROWTH))
         self._drop([part for part in self._parts if part.end <= offset - BACKLOG])
         self._ask(offset, end)
 
