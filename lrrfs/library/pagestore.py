@@ -104,8 +104,11 @@ class PageStore:
                 # Meanwhile a reader may have asked for some of them: theirs now.
                 run = [i for i in run if not self._busy(pages.arcid, i)]
                 keys: list[Hashable] = [(pages.arcid, i) for i in run]
-                if keys:
-                    await self._flights.run_many(keys, lambda: self._load(pages, run, False))
+                try:
+                    if keys:
+                        await self._flights.run_many(keys, lambda: self._load(pages, run, False))
+                except Exception as exc:  # nobody waits for it; a reader asks again itself
+                    log.debug("%s: fetching pages %s ahead failed: %s", pages.title, run, exc)
 
         if self._disk is not None and pages.maybe_on_disk:
             async with trio.open_nursery() as nursery:
