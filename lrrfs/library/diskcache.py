@@ -13,8 +13,7 @@ served, and a lost blob costs only a download. Two mounts of the same server
 may share the folder: every change is an atomic rename or unlink, and each
 treats a vanished file as a miss.
 
-Recency is the file's mtime (touched on use, even from memory, at most once a
-minute); when the
+Recency is the file's mtime (stamped on every use, even from memory); when the
 folder grows past its cap, the least recently used pages and thumbnails go
 (then, if need be, the small lists) until it is under 90 % of the cap. Usage
 is counted as blobs are written and recounted by each eviction's scan (which
@@ -47,7 +46,6 @@ STALE_TEMP_SECONDS = 600.0  # a temp file this old was left by a crash
 LOW_WATER = 0.9  # eviction stops at this share of the cap
 QUEUE_BYTES = 64 << 20  # writes waiting for the writer thread, at most
 WRITER_NICENESS = 10
-FRESH_SECONDS = 60.0  # a file used again within this long is not stamped again
 BULKY = frozenset({"page", "thumb"})  # kinds evicted before the others
 
 
@@ -102,7 +100,7 @@ class DiskCache:
         try:
             with open(path, "rb") as handle:
                 blob = handle.read()
-                _freshen(handle.fileno())  # used now: evicted last
+                _stamp(handle.fileno())  # used now: evicted last
         except OSError:
             return None
         data = self._unpack(blob)
@@ -204,7 +202,7 @@ class DiskCache:
                 kind, key, data, touch = self._queue.popleft()
             try:
                 if touch:
-                    _freshen(self.path(kind, key))
+                    _stamp(self.path(kind, key))
                 else:
                     self.put(kind, key, data)
             except FileNotFoundError:
@@ -283,13 +281,6 @@ class DiskCache:
                     stack.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
                     yield entry
-
-
-def _freshen(target: int | Path) -> None:
-    """Mark a file used now, unless it was marked lately: on some disks a time stamp
-    costs as much as writing the page, and eviction needs no finer order than this."""
-    if time.time() - os.stat(target).st_mtime > FRESH_SECONDS:
-        _stamp(target)
 
 
 def _stamp(target: int | Path) -> None:
