@@ -31,6 +31,7 @@ from pathlib import Path
 from lrrfs.testserver.samples import make_archive, write_zip
 
 from .conftest import PYTHON, Mount, Server, mount_env, start_mount, start_server, wait_for
+from .test_large import peak_rss_mb
 
 PAGE_BYTES = 200_000
 CHUNK = 1 << 20
@@ -101,13 +102,6 @@ def timed(job: Callable[[], object]) -> float:
 
 def best_of(runs: int, job: Callable[[], float]) -> float:
     return min(job() for _ in range(runs))
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
 
 
 def read_file(path: Path) -> int:

@@ -192,6 +192,13 @@ def archive_names(path: Path) -> list[str]:
     return sorted(name for name in os.listdir(path) if not name.startswith("@"))
 
 
+def served_pages(server: Server, title: str) -> list[bytes]:
+    """Every page of an archive as the server's page API serves it, in reading order."""
+    arcid = next(a["arcid"] for a in server.archives() if a["title"] == title)
+    with server.http() as http:
+        return [http.get(url).content for url in server.page_urls(arcid)]
+
+
 def wait_for(condition, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

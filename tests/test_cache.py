@@ -13,7 +13,15 @@ import pytest
 from lrrfs.library.diskcache import DiskCache
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import PYTHON, archive_names, mount_env, start_mount, start_server, wait_for
+from .conftest import (
+    PYTHON,
+    archive_names,
+    mount_env,
+    served_pages,
+    start_mount,
+    start_server,
+    wait_for,
+)
 
 PAGES = 24
 PAGE_BYTES = 100_000
@@ -36,13 +44,6 @@ def pages_of(folder: Path) -> list[Path]:
 
 def read_all(paths: list[Path]) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in paths}
-
-
-def served_pages(server, title: str) -> list[bytes]:
-    """Every page of an archive as the server's page API serves it."""
-    arcid = next(a["arcid"] for a in server.archives() if a["title"] == title)
-    with server.http() as http:
-        return [http.get(url).content for url in server.page_urls(arcid)]
 
 
 def asked(server, *fragments: str) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 from lrrfs.library.prefetch import DEPTH
 from lrrfs.testserver.samples import make_archive, write_zip
 
-from .conftest import start_mount, start_server, wait_for
+from .conftest import served_pages, start_mount, start_server, wait_for
 
 BIG_PAGES = 40  # of 1 MB: a 40 MB archive, several read-ahead parts long
 MIB = 1 << 20
@@ -65,12 +65,6 @@ def digest(data: bytes) -> str:
 
 def download_requests(server) -> list[dict]:
     return [r for r in server.requests() if r["path"].endswith("/download")]
-
-
-def served_pages(server, title: str) -> list[bytes]:
-    arcid = next(a["arcid"] for a in server.archives() if a["title"] == title)
-    with server.http() as http:
-        return [http.get(url).content for url in server.page_urls(arcid)]
 
 
 def pages_of(folder: Path) -> list[Path]:
