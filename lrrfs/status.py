@@ -122,6 +122,8 @@ def snapshot(options: MountOptions, library: Library, started: float) -> dict[st
         "archives": len(library),
         "cache_bytes": used,
         "cache_max_bytes": most,
+        "disk_cache_bytes": library.disk_cache_usage()[0],
+        "disk_cache_max_bytes": library.disk_cache_usage()[1],
         "requests": stats.requests,
         "errors": stats.errors,
         "in_flight": stats.in_flight,

@@ -53,6 +53,7 @@ def test_status_shows_the_server_archives_cache_and_requests(
         assert (state["server_name"], state["server_version"]) == ("LANraragi", "0.9.81")
         assert state["archives"] == 4
         assert state["cache_max_bytes"] == 32 * MIB
+        assert state["disk_cache_max_bytes"] == 4 << 30 and state["disk_cache_bytes"] >= 0
         assert state["cache_bytes"] >= 4 * 30_000  # the four pages read
         assert state["in_flight"] == 0
         assert state["errors"] == 0

@@ -403,6 +403,10 @@ class Library:
         """Bytes of pages held in memory, and the most it may hold."""
         return self._store.usage()
 
+    def disk_cache_usage(self) -> tuple[int | None, int | None]:
+        """Bytes in the disk cache (as last counted), and its cap; None without one."""
+        return (None, None) if self.disk is None else (self.disk.usage(), self.disk.cap)
+
     def find(self, name: str) -> Archive | None:
         arcid = self._by_name.get(name)
         return None if arcid is None else self._archives[arcid]
