@@ -174,6 +174,7 @@ class LrrClient:
         timeout: float = 30.0,
         connections: int = 6,
         streams: int = 4,
+        ranges: int = 5,  # Range requests of archive files in flight: hides a slow link
         thumbnail_wait: float = 5.0,
         verify: bool = True,
     ) -> None:
@@ -191,7 +192,8 @@ class LrrClient:
             headers["Authorization"] = f"Bearer {token}"
         # Bytes move in worker threads (transport.py): httpx under trio would parse
         # every body on the trio thread, which also serves the kernel.
-        pool = ConnectionPool(Endpoint.from_url(base_url, timeout, verify), connections + streams)
+        endpoint = Endpoint.from_url(base_url, timeout, verify)
+        pool = ConnectionPool(endpoint, connections + streams + ranges)
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout),
@@ -203,7 +205,7 @@ class LrrClient:
         self._use_extract: bool | None = None  # None until the server tells
         self.stats = ClientStats()
         auth = {k: v for k, v in headers.items() if k == "Authorization"}
-        self._ranges = RangePool(pool, self.prefix, auth, streams)
+        self._ranges = RangePool(pool, self.prefix, auth, ranges)
 
     async def aclose(self) -> None:
         self._ranges.close()

@@ -4,7 +4,7 @@ Each read is served from "parts": buffers being filled by Range requests (in
 the client's worker threads) for consecutive stretches of the file. Sequential
 reads widen the window of bytes asked for ahead of the reader (fourfold per
 read, up to `MAX_AHEAD`), cut into parts of at most `MAX_PART`, so that up to
-four requests are in flight at once and a server's latency per request is
+five requests are in flight at once and a server's latency per request is
 hidden (as mountpoint-s3 and rclone do); a jump elsewhere gives up the parts
 that no longer matter and starts small again, so random reads (zipfile, a
 viewer seeking) cost one small request each.
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 MIN_PART = 256 << 10  # the smallest request: a random read costs about this much
 MAX_PART = 8 << 20  # the largest request; parts this size are pooled
-MAX_AHEAD = 32 << 20  # bytes asked for beyond the read position, at most
+MAX_AHEAD = 40 << 20  # bytes asked for beyond the read position, at most
 GROWTH = 4  # the window's growth per sequential read: a few reads reach full speed
 BACKLOG = 2 << 20  # bytes kept behind the read position: the kernel's reads may cross
 READ_BUDGET = 96 << 20  # read-ahead buffers of all open files together
