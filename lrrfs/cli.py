@@ -37,7 +37,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # journald stamps every line itself and reads a "<N>" syslog priority at the start of a line.
 JOURNAL_FORMAT = "%(name)s: %(message)s"
 JOURNAL_PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
-COMMANDS = ("mount", "umount", "status", "demo", "demo-server")
+COMMANDS = ("mount", "umount", "status", "cache", "demo", "demo-server")
 
 
 def default_log_file() -> Path:
@@ -353,6 +353,67 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run(args.mountpoint, args.json)
 
 
+def cache_settings(args: argparse.Namespace) -> argparse.Namespace:
+    """The cache commands take the mount's settings (profile, -o, flags) but no mount point."""
+    for name in FLAG_SETTINGS:
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    args.mountpoint = Path.cwd()
+    return args
+
+
+def cmd_cache_warm(args: argparse.Namespace) -> int:
+    """Fetch the pages and thumbnails of the archives named into the disk cache."""
+    from .cachecmd import warm
+
+    setup_logging(False, None)
+    options, _ = mount_options(cache_settings(args))
+    return warm(options, args.patterns)
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    """Delete the disk cache of one server (or of all)."""
+    from .cachecmd import clear
+
+    url = None
+    cache_dir = args.cache_dir
+    if args.source is not None:
+        settings, _ = mount_settings(cache_settings(args))
+        url = str(settings["url"])
+        cache_dir = absolute(settings.get("cache_dir")) or cache_dir
+    return clear(url, cache_dir)
+
+
+def add_cache_commands(commands: argparse._SubParsersAction) -> None:
+    cache = commands.add_parser("cache", help="fill the disk cache ahead of time, or empty it")
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+    warm = actions.add_parser(
+        "warm", help="cache archives' pages and thumbnails now", description=cmd_cache_warm.__doc__
+    )
+    warm.add_argument("source", metavar="URL|PROFILE", help="the server, or a profile")
+    warm.add_argument(
+        "patterns", nargs="+", metavar="TITLE", help="titles or folder names; * and ? match"
+    )
+    for parser in (warm,):
+        parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT=VAL")
+        parser.add_argument("--config", type=Path, metavar="FILE")
+        parser.add_argument("--api-key-file", type=setting_type("api_key_file"), metavar="FILE")
+        parser.add_argument("--cache-dir", type=setting_type("cache_dir"), metavar="DIR")
+        parser.add_argument("--cache-size", type=setting_type("cache_size"), metavar="SIZE")
+        parser.add_argument("--timeout", type=setting_type("timeout"), metavar="SECONDS")
+        parser.add_argument("--insecure", action="store_true", default=None)
+    warm.set_defaults(func=cmd_cache_warm)
+    clear = actions.add_parser(
+        "clear", help="delete cached pages and lists", description=cmd_cache_clear.__doc__
+    )
+    clear.add_argument(
+        "source", nargs="?", metavar="URL|PROFILE", help="only this server's (default: all)"
+    )
+    clear.add_argument("--config", type=Path, metavar="FILE")
+    clear.add_argument("--cache-dir", type=Path, metavar="DIR")
+    clear.set_defaults(func=cmd_cache_clear, options=[])
+
+
 def cmd_umount(args: argparse.Namespace) -> int:
     result = subprocess.run(["fusermount3", "-u", str(args.mountpoint)], check=False)
     return result.returncode
@@ -405,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_mount_arguments(mount)
     mount.set_defaults(func=cmd_mount)
+
+    add_cache_commands(commands)
 
     umount = commands.add_parser("umount", help="unmount (same as fusermount3 -u)")
     umount.add_argument("mountpoint", type=Path)

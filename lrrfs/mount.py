@@ -96,7 +96,8 @@ def fuse_options(options: MountOptions) -> set[str]:
     return result
 
 
-async def _connect(options: MountOptions) -> tuple[LrrClient, Library]:
+async def connect(options: MountOptions, doing: str = "mount") -> tuple[LrrClient, Library]:
+    """The client and the library of the server, met; MountError says why not."""
     client = LrrClient(
         options.url,
         api_key=options.api_key,
@@ -125,7 +126,7 @@ async def _connect(options: MountOptions) -> tuple[LrrClient, Library]:
         await client.aclose()
         if library.disk is not None:
             library.disk.close()
-        raise MountError(f"cannot mount {options.url}: {exc}") from None
+        raise MountError(f"cannot {doing} {options.url}: {exc}") from None
     log.info(
         "connected to %s %s at %s: %d archives",
         info.name,
@@ -217,7 +218,7 @@ async def serve(options: MountOptions, ready: Ready) -> None:
 
 async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int]) -> None:
     try:
-        client, library = await _connect(options)
+        client, library = await connect(options)
     except MountError as exc:
         ready(str(exc))
         raise

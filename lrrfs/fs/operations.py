@@ -23,6 +23,7 @@ import trio
 
 from ..client import LrrError, NotFound
 from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Changes, Library
+from ..library.background import quietly
 from ..library.editing import EditError
 from . import invalidate, views
 from .errors import errno_for, fuse_errors
@@ -677,7 +678,7 @@ class LrrOperations(pyfuse3.Operations):
 
     def _background(self, job) -> None:  # type: ignore[no-untyped-def]
         if self._nursery is not None:
-            self._nursery.start_soon(lambda: job)
+            self._nursery.start_soon(quietly, job, "background kernel update")
         else:
             job.close()
 

@@ -29,6 +29,7 @@ from ..client import (
     ServerInfo,
     iter_archives,
 )
+from .background import quietly
 from .diskcache import DiskCache
 from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
 from .names import VIEW_MARK, NameRequest, assign_names, safe_name
@@ -573,10 +574,18 @@ class Library:
         """A user reads a page: its bytes, from the caches or the server; never of
         another length. The next pages start coming in the background."""
         pages = await self._page_set(arcid)
-        data = await self._store.get(pages, index)
-        self._store.used(pages, index, data)
+        data = await self._kept_page(pages, index)
         listed = pages.pages
         self.prefetcher.reading(arcid, index, len(listed), listed[index].size)
+        return data
+
+    async def warm_page(self, arcid: str, index: int) -> None:
+        """Put a page in the caches without reading it (`lrrfs cache warm`): no prefetch."""
+        await self._kept_page(await self._page_set(arcid), index)
+
+    async def _kept_page(self, pages: PageSet, index: int) -> bytes:
+        data = await self._store.get(pages, index)
+        self._store.used(pages, index, data)
         return data
 
     async def _prefetch_pages(self, arcid: str, indexes: list[int]) -> None:
@@ -622,16 +631,10 @@ class Library:
         self.prefetcher.attach(nursery)
 
     def _in_background(self, job: Coroutine[Any, Any, object]) -> None:
-        async def run() -> None:
-            try:
-                await job
-            except LrrError as exc:
-                log.info("background fetch failed: %s", exc)
-
         if self._nursery is None:
             job.close()
         else:
-            self._nursery.start_soon(run)
+            self._nursery.start_soon(quietly, job, "background fetch")
 
     def thumbnail_is_placeholder(self, arcid: str) -> bool:
         thumb = self._thumbs.get(arcid)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from .background import quietly
+
 log = logging.getLogger(__name__)
 
 DEPTH = 4  # pages fetched ahead of the page being read, at first
@@ -116,9 +118,7 @@ class Prefetcher:
             log.warning("prefetch of %s stopped: %r", arcid, group.exceptions[0])
 
     async def _batch(self, arcid: str, indexes: list[int], slots: trio.Semaphore) -> None:
-        try:
-            await self._fetch(arcid, indexes)
-        except Exception as exc:  # a prefetch failing is no one's error: the read will retry
-            log.debug("prefetch of pages %s of %s failed: %s", indexes, arcid, exc)
+        try:  # a prefetch failing is no one's error: the read will retry
+            await quietly(self._fetch(arcid, indexes), f"prefetch of pages {indexes} of {arcid}")
         finally:
             slots.release()

@@ -1,0 +1,46 @@
+"""`lrrfs cache warm` fills the disk cache so that a later mount reads with no page request;
+`lrrfs cache clear` empties it."""
+
+from __future__ import annotations
+
+import subprocess
+
+from lrrfs.testserver.samples import make_archive
+
+from .conftest import KEY, PYTHON, mount_env, start_mount, start_server
+
+
+def lrrfs(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", "lrrfs", *args], capture_output=True, text=True, timeout=120,
+        env=mount_env(KEY),
+    )  # fmt: skip
+
+
+def test_warm_then_read_offline_of_the_server_then_clear(tmp_path):
+    library = tmp_path / "library"
+    for title in ("Warm One", "Warm Two", "Cold"):
+        make_archive(library / f"{title}.zip", 4, page_bytes=20_000)
+    cache = tmp_path / "cache"
+    with start_server(library, tmp_path) as server:
+        done = lrrfs("cache", "warm", server.url, "Warm *", "--cache-dir", str(cache))
+        assert done.returncode == 0, done.stderr
+        assert "Warm One: 4 pages cached" in done.stderr and "Cold" not in done.stderr
+        progress = [r for r in server.requests() if "/progress/" in r["path"]]
+        assert progress == []  # warming is not reading
+        server.clear_requests()
+        with start_mount(server, tmp_path / "lrr", args=("--cache-dir", str(cache))) as mount:
+            for path in sorted((mount.path / "Warm Two").iterdir()):
+                if path.name[:3].isdigit():
+                    path.read_bytes()
+            fetched = [
+                r["path"]
+                for r in server.requests()
+                if "/page?" in r["path"] or "/download" in r["path"]
+            ]
+            assert fetched == []  # every page came from the warmed cache
+        nothing = lrrfs("cache", "warm", server.url, "No Such Title", "--cache-dir", str(cache))
+        assert nothing.returncode == 1 and "no archive matches" in nothing.stderr
+    cleared = lrrfs("cache", "clear", "--cache-dir", str(cache))
+    assert cleared.returncode == 0 and "removed" in cleared.stdout
+    assert not cache.exists()
