@@ -101,21 +101,18 @@ class Prefetcher:
         self._cursors.pop(arcid).scope.cancel()
 
     async def _run(self, arcid: str, cursor: _Cursor) -> None:
-        try:
-            with cursor.scope:
-                slots = trio.Semaphore(self._parallel)
-                async with trio.open_nursery() as nursery:
-                    while True:
-                        if cursor.next < cursor.end:
-                            await slots.acquire()
-                            batch = list(range(cursor.next, cursor.end))
-                            cursor.next = cursor.end
-                            nursery.start_soon(self._batch, arcid, batch, slots)
-                        else:
-                            cursor.more = trio.Event()
-                            await cursor.more.wait()
-        except* Exception as group:  # whatever a fetch ahead met must not stop the mount
-            log.warning("prefetch of %s stopped: %r", arcid, group.exceptions[0])
+        with cursor.scope:
+            slots = trio.Semaphore(self._parallel)
+            async with trio.open_nursery() as nursery:
+                while True:
+                    if cursor.next < cursor.end:
+                        await slots.acquire()
+                        batch = list(range(cursor.next, cursor.end))
+                        cursor.next = cursor.end
+                        nursery.start_soon(self._batch, arcid, batch, slots)
+                    else:
+                        cursor.more = trio.Event()
+                        await cursor.more.wait()
 
     async def _batch(self, arcid: str, indexes: list[int], slots: trio.Semaphore) -> None:
         try:  # a prefetch failing is no one's error: the read will retry
