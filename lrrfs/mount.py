@@ -23,7 +23,7 @@ import trio
 
 from . import notify, status
 from .client import LrrClient, LrrError
-from .fs import LrrOperations, Ownership, cancel_in_flight
+from .fs import LrrOperations, Ownership
 from .library import Library
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
 
@@ -178,12 +178,12 @@ async def _close_idle_streams(ops: LrrOperations) -> None:
         await ops.close_idle_streams(IDLE_STREAM_SECONDS)
 
 
-async def _stop_on_signal(signals: AsyncIterator[int]) -> None:
+async def _stop_on_signal(signals: AsyncIterator[int], handlers: trio.CancelScope) -> None:
     async for signum in signals:
         log.info("%s: unmounting", signal.Signals(signum).name)
         notify.stopping("unmounting")
         pyfuse3.terminate()
-        cancel_in_flight()  # do not wait for a hung server
+        handlers.cancel()  # calls in flight do not wait for a hung server
         return
 
 
@@ -241,12 +241,16 @@ async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int
     try:
         async with trio.open_nursery() as nursery:
             ops.attach(nursery)
-            nursery.start_soon(_stop_on_signal, signals)
+            # pyfuse3.main and every call it is running: cancelled on the way down (their
+            # callers get an error as the mount goes), so a hung server cannot hold it up.
+            handlers = trio.CancelScope()
+            nursery.start_soon(_stop_on_signal, signals, handlers)
             nursery.start_soon(_follow_server, library, ops, options.refresh_interval)
             nursery.start_soon(_close_idle_streams, ops)
             nursery.start_soon(_keep_status, options, library, status_file)
             nursery.start_soon(_announce_ready, options, library, ready)
-            await pyfuse3.main(min_tasks=4, max_tasks=64)
+            with handlers:
+                await pyfuse3.main(min_tasks=4, max_tasks=64)
             with trio.move_on_after(min(options.timeout, FLUSH_SECONDS)):
                 await library.reading.flush()  # pages read just before the unmount
             nursery.cancel_scope.cancel()

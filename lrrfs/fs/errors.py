@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 import pyfuse3
-import trio
 
 from ..client import AuthRejected, LrrError, NotFound
 from ..library.editing import EditConflict, EditError, EditNotAllowed, EditTooLarge
@@ -40,26 +39,6 @@ def errno_for(exc: LrrError | EditError) -> int:
     if isinstance(exc, EditError):
         return errno.EINVAL
     return errno.EIO
-
-
-class _InFlight:
-    """Cancel scopes of running handlers: shutdown cancels them instead of waiting
-    for the network (pyfuse3.main returns only once every handler has finished)."""
-
-    def __init__(self) -> None:
-        self.scopes: set[trio.CancelScope] = set()
-
-    def cancel_all(self) -> None:
-        for scope in list(self.scopes):
-            scope.cancel()
-
-
-IN_FLIGHT = _InFlight()  # one mount per process: pyfuse3 is a process-wide singleton
-
-
-def cancel_in_flight() -> None:
-    """Make every running handler answer EIO now (called on the way down)."""
-    IN_FLIGHT.cancel_all()
 
 
 class _Throttle:
@@ -106,29 +85,24 @@ def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
 
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        with trio.CancelScope() as scope:
-            IN_FLIGHT.scopes.add(scope)
-            try:
-                return await handler(*args, **kwargs)
-            except pyfuse3.FUSEError:
-                raise
-            except (LrrError, EditError) as exc:
-                code = errno_for(exc)
-                _log_failure(handler.__name__, exc, code)
-                raise pyfuse3.FUSEError(code) from None
-            except ExceptionGroup as group:  # from a nursery: the first domain error speaks
-                exc = _domain_error(group)
-                if exc is None:
-                    log.exception("internal error in %s", handler.__name__)
-                    raise pyfuse3.FUSEError(errno.EIO) from None
-                code = errno_for(exc)
-                _log_failure(handler.__name__, exc, code)
-                raise pyfuse3.FUSEError(code) from None
-            except Exception:
+        try:
+            return await handler(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except (LrrError, EditError) as exc:
+            code = errno_for(exc)
+            _log_failure(handler.__name__, exc, code)
+            raise pyfuse3.FUSEError(code) from None
+        except ExceptionGroup as group:  # from a nursery: the first domain error speaks
+            exc = _domain_error(group)
+            if exc is None:
                 log.exception("internal error in %s", handler.__name__)
                 raise pyfuse3.FUSEError(errno.EIO) from None
-            finally:
-                IN_FLIGHT.scopes.discard(scope)
-        raise pyfuse3.FUSEError(errno.EIO)  # cancelled: the mount is shutting down
+            code = errno_for(exc)
+            _log_failure(handler.__name__, exc, code)
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("internal error in %s", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper

@@ -369,7 +369,8 @@ class LrrOperations(pyfuse3.Operations):
         if node.kind is Kind.SCRATCH:
             return bytes(self.scratch.get(node.index).data[off : off + size])
         data = await self.library.page_data(node.arcid, node.index)
-        return data[off : off + size]
+        handle.snapshot = data  # a page comes in several reads: one fetch, one prefetch nudge
+        return memoryview(data)[off : off + size]
 
     async def close_idle_streams(self, idle_seconds: float) -> None:
         for handle in list(self._files.values()):

@@ -13,7 +13,9 @@ served, and a lost blob costs only a download. Two mounts of the same server
 may share the folder: every change is an atomic rename or unlink, and each
 treats a vanished file as a miss.
 
-Recency is the file's mtime (stamped on every use, even from memory); when the
+Recency is the file's mtime (stamped on every use, even from memory: uses are
+gathered for a moment and stamped together, so that a reader turning pages does
+not wake a thread per page); when the
 folder grows past its cap, the least recently used pages and thumbnails go
 (then, if need be, the small lists) until it is under 90 % of the cap. Usage
 is counted as blobs are written and recounted by each eviction's scan (which
@@ -46,6 +48,9 @@ STALE_TEMP_SECONDS = 600.0  # a temp file this old was left by a crash
 LOW_WATER = 0.9  # eviction stops at this share of the cap
 QUEUE_BYTES = 64 << 20  # writes waiting for the writer thread, at most
 WRITER_NICENESS = 10
+TOUCH_SECONDS = 2.0  # uses are stamped at most this long after they happen
+QUIET_SECONDS = 0.25  # writes wait until reading has paused this long...
+BACKLOG_BYTES = QUEUE_BYTES // 2  # ...unless this much is waiting
 BULKY = frozenset({"page", "thumb"})  # kinds evicted before the others
 
 
@@ -76,8 +81,11 @@ class DiskCache:
         self._written = 0  # bytes written by this process, ever: eviction's scans miss some
         self._evictor: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _used and the write queue
-        self._queue: deque[tuple[str, str, bytes, bool]] = deque()  # True: a touch
-        self._queued = 0
+        self._queue: deque[tuple[str, str, bytes]] = deque()  # blobs to write
+        self._touches: dict[tuple[str, str], bytes] = {}  # blobs used, to stamp
+        self._touch_due = 0.0  # when the gathered touches are stamped
+        self._queued = 0  # bytes in both
+        self._quiet_from = 0.0  # no write before this (monotonic): a reader is busy
         self._wakeup = threading.Condition(self._lock)
         self._closed = False
         self._evicting = False
@@ -169,13 +177,25 @@ class DiskCache:
         written again if it was evicted meanwhile (least recently used is not unused)."""
         self._enqueue(kind, key, data, touch=True)
 
+    def reading(self) -> None:
+        """A program is reading: writing waits for it to pause (the disk and the CPU are
+        the reader's first), unless the backlog grows long."""
+        self._quiet_from = time.monotonic() + QUIET_SECONDS
+
     def _enqueue(self, kind: str, key: str, data: bytes, touch: bool) -> None:
         with self._lock:
             if self._closed or self._queued + len(data) > QUEUE_BYTES:
                 return
-            self._queue.append((kind, key, data, touch))
+            if not touch:
+                self._queue.append((kind, key, data))
+                self._wakeup.notify()
+            elif (kind, key) not in self._touches:
+                if not self._touches:
+                    self._touch_due = time.monotonic() + TOUCH_SECONDS
+                self._touches[(kind, key)] = data
+            else:
+                return
             self._queued += len(data)
-            self._wakeup.notify()
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued (within `timeout`); leave the folder under its cap."""
@@ -195,23 +215,40 @@ class DiskCache:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
         while True:
             with self._lock:
-                while not self._queue and not self._closed:
-                    self._wakeup.wait()
-                if not self._queue:
-                    return
-                kind, key, data, touch = self._queue.popleft()
-            try:
-                if touch:
-                    _stamp(self.path(kind, key))
-                else:
-                    self.put(kind, key, data)
-            except FileNotFoundError:
-                self.put(kind, key, data)  # evicted, and used since: back it goes
-            except OSError:
-                pass
-            finally:
-                with self._lock:
-                    self._queued -= len(data)
+                jobs = self._next_jobs()
+            if jobs is None:
+                return
+            for kind, key, data, touch in jobs:
+                try:
+                    if touch:
+                        _stamp(self.path(kind, key))
+                    else:
+                        self.put(kind, key, data)
+                except FileNotFoundError:
+                    self.put(kind, key, data)  # evicted, and used since: back it goes
+                except OSError:
+                    pass
+                finally:
+                    with self._lock:
+                        self._queued -= len(data)
+
+    def _next_jobs(self) -> list[tuple[str, str, bytes, bool]] | None:
+        """(With the lock held.) The gathered touches once due, else the next write;
+        waits for either. None once closed with nothing left."""
+        while True:
+            now = time.monotonic()
+            if self._touches and (now >= self._touch_due or (self._closed and not self._queue)):
+                touches, self._touches = self._touches, {}
+                return [(kind, key, data, True) for (kind, key), data in touches.items()]
+            hold = self._quiet_from - now
+            if self._queue and (hold <= 0 or self._queued >= BACKLOG_BYTES or self._closed):
+                return [(*self._queue.popleft(), False)]
+            if self._closed and not self._touches:
+                return None
+            deadlines = [hold] if self._queue else []
+            if self._touches:
+                deadlines.append(self._touch_due - now)
+            self._wakeup.wait(min(deadlines) if deadlines else None)
 
     # -- eviction -----------------------------------------------------------------
 

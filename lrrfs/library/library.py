@@ -574,10 +574,10 @@ class Library:
         """A user reads a page: its bytes, from the caches or the server; never of
         another length. The next pages start coming in the background."""
         pages = await self._page_set(arcid)
-        data = await self._kept_page(pages, index)
         listed = pages.pages
+        # First: the next pages then come while this one does.
         self.prefetcher.reading(arcid, index, len(listed), listed[index].size)
-        return data
+        return await self._kept_page(pages, index)
 
     async def warm_page(self, arcid: str, index: int) -> None:
         """Put a page in the caches without reading it (`lrrfs cache warm`): no prefetch."""

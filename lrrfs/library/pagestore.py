@@ -5,7 +5,9 @@ file when its directory says where it lies (a Range request of `/download`,
 inflated if need be, checked against the directory's size and CRC-32), and
 consecutive pages come with one request: a real LANraragi server spends about
 5 ms of CPU on every page request, which reopens the archive, and a third of
-that on a Range request. Any other page, or any archive where that check
+that on a Range request. Each page of such a request is ready, checked and
+handed to its readers as soon as its own bytes are in, not when the whole
+request is. Any other page, or any archive where that check
 fails once, goes through the page API. Either way a page never has another
 length than its listing said.
 """
@@ -13,13 +15,15 @@ length than its listing said.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+import mmap
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import trio
 from cachetools import LRUCache
 
 from ..client import BadResponse, LrrClient, PageRef, ServerUnreachable
+from ..client.ranges import RangeJob
 from .diskcache import DiskCache
 from .singleflight import SingleFlight
 from .zipindex import NotAZip, ZipSpan, extract
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 BATCH_BYTES = 4 << 20  # consecutive zip members asked for with one Range request, at most
 PARALLEL = 3  # requests in flight for one prefetch
+
+OnPage = Callable[[int, bytes], None]  # a page's index and bytes, as soon as they are in
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,10 @@ class PageStore:
 
     def used(self, pages: PageSet, index: int, data: bytes) -> None:
         """A reader used the page: its disk copy is the most recent, for eviction."""
-        if self._disk is not None and self._touched != (pages.arcid, index):
+        if self._disk is None:
+            return
+        self._disk.reading()
+        if self._touched != (pages.arcid, index):
             self._touched = (pages.arcid, index)  # a page is read in several pieces: once
             self._disk.touch_later("page", self._disk_key(pages, index), data)
 
@@ -106,7 +115,12 @@ class PageStore:
                 keys: list[Hashable] = [(pages.arcid, i) for i in run]
                 try:
                     if keys:
-                        await self._flights.run_many(keys, lambda: self._load(pages, run, False))
+                        await self._flights.run_many(
+                            keys,
+                            lambda deliver: self._load(
+                                pages, run, lambda i, data: deliver((pages.arcid, i), data), False
+                            ),
+                        )
                 except Exception as exc:  # nobody waits for it; a reader asks again itself
                     log.debug("%s: fetching pages %s ahead failed: %s", pages.title, run, exc)
 
@@ -124,28 +138,33 @@ class PageStore:
         return (arcid, index) in self._memory or self._flights.running((arcid, index))
 
     async def _load_one(self, pages: PageSet, index: int) -> bytes:
-        return (await self._load(pages, [index]))[(pages.arcid, index)]
+        found: dict[int, bytes] = {}
+        await self._load(pages, [index], found.__setitem__)
+        return found[index]
 
     async def _load(
-        self, pages: PageSet, indexes: list[int], disk: bool = True
-    ) -> dict[Hashable, bytes]:
-        """The pages from the disk cache (unless `disk` is False: just looked there), the
-        rest from the server."""
-        found: dict[int, bytes] = {}
-        for i in indexes if disk else ():
-            data = await self._from_disk(pages, i)
-            if data is not None:
-                found[i] = data
-        missing = [i for i in indexes if i not in found]
-        for run in self._runs(pages, missing):
-            downloaded = await self._download(pages, run)
-            for i, data in downloaded.items():
-                if self._disk is not None:
-                    self._disk.put_later("page", self._disk_key(pages, i), data)
-            found.update(downloaded)
-        for i, data in found.items():
+        self, pages: PageSet, indexes: list[int], on_page: OnPage, disk: bool = True
+    ) -> None:
+        """The pages, each handed to `on_page` once in memory: from the disk cache (unless
+        `disk` is False: just looked there), the rest from the server (then written to
+        the disk cache)."""
+        missing = []
+        for i in indexes:
+            data = await self._from_disk(pages, i) if disk else None
+            if data is None:
+                missing.append(i)
+            else:
+                self.remember(pages.arcid, i, data)
+                on_page(i, data)
+
+        def downloaded(i: int, data: bytes) -> None:
+            if self._disk is not None:
+                self._disk.put_later("page", self._disk_key(pages, i), data)
             self.remember(pages.arcid, i, data)
-        return {(pages.arcid, i): data for i, data in found.items()}
+            on_page(i, data)
+
+        for run in self._runs(pages, missing):
+            await self._download(pages, run, downloaded)
 
     # -- where the bytes come from ------------------------------------------------
 
@@ -182,12 +201,19 @@ class PageStore:
             runs.append([i])
         return runs
 
-    async def _download(self, pages: PageSet, run: list[int]) -> dict[int, bytes]:
+    async def _download(self, pages: PageSet, run: list[int], on_page: OnPage) -> None:
         first, last = pages.pages[run[0]].span, pages.pages[run[-1]].span
         usable = first is not None and last is not None and pages.file_size is not None
         if usable and self._spans(pages):
+            done: set[int] = set()
+
+            def checked(i: int, data: bytes) -> None:
+                done.add(i)
+                on_page(i, data)
+
             try:
-                return await self._from_archive_file(pages, run, first, last)
+                await self._from_archive_file(pages, run, checked)
+                return
             except NotAZip as exc:
                 log.warning(
                     "%s: pages read from the archive file do not check out (%s); "
@@ -196,39 +222,45 @@ class PageStore:
                     exc,
                 )
                 self._no_spans.add(pages.arcid)
-        return {i: await self._from_page_api(pages, i) for i in run}
-
-    async def _from_archive_file(
-        self, pages: PageSet, run: list[int], first: ZipSpan, last: ZipSpan
-    ) -> dict[int, bytes]:
-        blob = await self._read_range(pages, first.offset, last.end - first.offset)
-        result = {}
+            run = [i for i in run if i not in done]
         for i in run:
-            page = pages.pages[i]
-            assert page.span is not None
-            result[i] = extract(blob, first.offset, page.span, page.size)
-        return result
+            on_page(i, await self._from_page_api(pages, i))
 
-    async def _read_range(self, pages: PageSet, start: int, length: int) -> memoryview:
-        """Bytes of the archive file, through the client's Range workers (no httpx)."""
+    async def _from_archive_file(self, pages: PageSet, run: list[int], on_page: OnPage) -> None:
+        """A run of consecutive zip members with one Range request (through the client's
+        Range workers, not httpx); each page out as soon as its bytes are in."""
         assert pages.file_size is not None
-        buffer = memoryview(bytearray(length))
+        listed = pages.pages
+        spans = [listed[i].span for i in run]
+        assert all(span is not None for span in spans)
+        start = spans[0].offset  # type: ignore[union-attr]
+        # An anonymous map, not a bytearray: no zeroing of megabytes on the trio thread,
+        # its pages appear as the worker thread writes into them.
+        buffer = memoryview(mmap.mmap(-1, spans[-1].end - start))  # type: ignore[union-attr]
         client = self._client
         job = client.read_range(pages.arcid, start, buffer, pages.file_size)
         try:
-            with trio.fail_after(client.timeout):
-                await job.wait(length)
-        except trio.TooSlowError:
-            raise ServerUnreachable(
-                f"download of {pages.arcid}: no data for {client.timeout:g} s"
-            ) from None
+            for i, span in zip(run, spans, strict=True):
+                assert span is not None
+                await self._arrived(job, span.end - start)
+                on_page(i, extract(buffer, start, span, listed[i].size))
+                await trio.lowlevel.checkpoint()  # a reader's call goes first, not after the run
         except BadResponse as exc:  # the file changed, or the server sent a wrong range
             raise NotAZip(str(exc)) from None
         finally:
             if not job.done:
                 job.abort()
             client.forget_range(job)
-        return buffer
+
+    async def _arrived(self, job: RangeJob, upto: int) -> None:
+        """Until the first `upto` bytes of the job are in: ServerUnreachable if no more
+        come within the client's timeout."""
+        timeout = self._client.timeout
+        try:
+            with trio.fail_after(timeout):
+                await job.wait(upto)
+        except trio.TooSlowError:
+            raise ServerUnreachable(f"download of {job.arcid}: no data for {timeout:g} s") from None
 
     async def _from_page_api(self, pages: PageSet, index: int) -> bytes:
         page = pages.pages[index]

@@ -29,7 +29,7 @@ from .background import quietly
 
 log = logging.getLogger(__name__)
 
-DEPTH = 4  # pages fetched ahead of the page being read, at first
+DEPTH = 8  # pages fetched ahead of the page being read, at first
 MAX_DEPTH = 32  # ... at most
 AHEAD_BYTES = 32 << 20  # ... and no more bytes than this (they must fit the memory cache)
 PARALLEL = 2  # batches in flight per cursor

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 import trio
 
 T = TypeVar("T")
+Deliver = Callable[[Hashable, T], None]  # hands over one key's value
 
 
 class _Call(Generic[T]):
@@ -43,18 +44,25 @@ class SingleFlight(Generic[T]):
         return key in self._calls
 
     async def run_many(
-        self, keys: list[Hashable], fetch: Callable[[], Awaitable[dict[Hashable, T]]]
+        self, keys: list[Hashable], fetch: Callable[[Deliver[T]], Awaitable[None]]
     ) -> None:
-        """Fetch several keys with one call (the caller checked that none is running);
-        an asker of any of them gets its share. A key the call did not deliver leaves its
-        askers to fetch it themselves."""
+        """Fetch several keys with one call (the caller checked that none is running).
+        The call hands each value to `deliver(key, value)` as soon as it has it, and that
+        key's askers go on at once. A key the call did not deliver leaves its askers to
+        fetch it themselves."""
         calls: dict[Hashable, _Call[T]] = {key: _Call() for key in keys}
         self._calls.update(calls)
+
+        def deliver(key: Hashable, value: T) -> None:
+            call = calls.pop(key, None)
+            if call is not None:
+                call.result = value
+                self._finish(key, call)
+
         try:
-            results = await fetch()
-            for key, call in calls.items():
-                call.result = results.get(key)
-                call.cancelled = key not in results
+            await fetch(deliver)
+            for call in calls.values():
+                call.cancelled = True  # not delivered
         except Exception as exc:
             for call in calls.values():
                 call.error = exc
@@ -65,8 +73,11 @@ class SingleFlight(Generic[T]):
             raise
         finally:
             for key, call in calls.items():
-                del self._calls[key]
-                call.done.set()
+                self._finish(key, call)
+
+    def _finish(self, key: Hashable, call: _Call[T]) -> None:
+        del self._calls[key]
+        call.done.set()
 
     async def _lead(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
         call: _Call[T] = _Call()
