@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from lrrfs.library.prefetch import DEPTH
 from lrrfs.testserver.samples import make_archive
 
 from .conftest import archive_names, start_mount, start_server, wait_for
@@ -27,13 +28,14 @@ DEADLINE = 3.0  # --timeout of the mounts here
 # Page bytes come from the page API, or (zip members) from Range requests of /download.
 PAGE_ROUTES = r"/page\?|/download"
 SLACK = 5.0  # what a loaded 2-core machine may add to the deadline
+PAGES = DEPTH + 4  # pages of each archive: more than a first read fetches ahead
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory) -> Path:
     library = tmp_path_factory.mktemp("fault-library")
     for index in range(16):
-        make_archive(library / f"Comic {index:02d}.zip", 6, page_bytes=20_000)
+        make_archive(library / f"Comic {index:02d}.zip", PAGES, page_bytes=20_000)
     return library
 
 
@@ -73,21 +75,22 @@ def test_a_stopped_server_gives_eio_in_time_cached_things_still_answer_and_it_co
 ):
     known = mount.path / "Comic 00"
     first = pages_of(known)[0]
-    first.read_bytes()  # cached now, and the next four fetched ahead
+    first.read_bytes()  # cached now, and the next DEPTH fetched ahead
+    beyond = pages_of(known)[DEPTH + 2]  # not fetched ahead
     server.stop()
     try:
         assert first.read_bytes() == originals(library, "Comic 00")[0]
-        assert len(os.listdir(known)) == 9 and os.listdir(mount.path)
+        assert len(os.listdir(known)) == PAGES + 3 and os.listdir(mount.path)
         os.stat(pages_of(known)[3])
-        error, elapsed = timed_failure(lambda: pages_of(known)[5].read_bytes())
+        error, elapsed = timed_failure(beyond.read_bytes)
         assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
         error, elapsed = timed_failure(lambda: os.listdir(mount.path / "Comic 01"))
         assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
     finally:
         restarted = server.restart()
     try:
-        assert pages_of(known)[5].read_bytes() == originals(library, "Comic 00")[5]
-        assert len(os.listdir(mount.path / "Comic 01")) == 9  # no remount needed
+        assert beyond.read_bytes() == originals(library, "Comic 00")[DEPTH + 2]
+        assert len(os.listdir(mount.path / "Comic 01")) == PAGES + 3  # no remount needed
     finally:
         restarted.stop()
 
@@ -139,13 +142,13 @@ def test_a_page_answered_with_json_is_refused(server, mount):
 
 def test_nonsense_page_lists_fail_that_folder_only(server, mount, library):
     comic = next(a for a in server.archives() if a["title"] == "Comic 06")
-    seven = json.dumps({"pages": [f"/api/archives/{comic['arcid']}/page?path={i:04d}.jpg"
-                                  for i in range(7)]})  # fmt: skip
-    for body in ("not json{", '{"pages": 42}', seven):
+    one_more = json.dumps({"pages": [f"/api/archives/{comic['arcid']}/page?path={i:04d}.jpg"
+                                     for i in range(PAGES + 1)]})  # fmt: skip
+    for body in ("not json{", '{"pages": 42}', one_more):
         server.faults(rules=[{"match": r"/files", "action": "nonsense", "body": body}])
         error, _ = timed_failure(lambda: os.listdir(mount.path / "Comic 06"))
         assert error.errno == errno.EIO
-    assert "lists 7 pages but counts 6" in mount.log_text()
+    assert f"lists {PAGES + 1} pages but counts {PAGES}" in mount.log_text()
     server.clear_faults()
     assert [p.read_bytes() for p in pages_of(mount.path / "Comic 07")] == originals(
         library, "Comic 07"
