@@ -257,6 +257,7 @@ async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int
     finally:
         notify.stopping("unmounting")
         status_file.remove()
+        ops.detach()  # nothing may talk to the session once it is closed
         pyfuse3.close(unmount=True)
         await client.aclose()
         if library.disk is not None:

@@ -28,6 +28,7 @@ from ..library.editing import EditError
 from . import invalidate, views
 from .errors import errno_for, fuse_errors
 from .inodes import ROOT, VIEW_KINDS, InodeTable, Kind, Node
+from .pagecache import KernelPageCache
 from .scratch import ScratchFile, ScratchFiles
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,21 @@ class LrrOperations(pyfuse3.Operations):
         self._dirs: dict[int, DirHandle] = {}
         self._files: dict[int, FileHandle] = {}
         library.on_thumbnail_change = self._thumbnail_changed
+        library.on_page_ahead = self._page_ahead
         self._nursery: trio.Nursery | None = None
+        self._kernel_cache: KernelPageCache | None = None
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Give the adapter a nursery for background work (invalidations, progress, prefetch)."""
         self._nursery = nursery
+        self._kernel_cache = KernelPageCache()
         self.library.attach(nursery)
+
+    def detach(self) -> None:
+        """The mount is going: no more stores into the kernel's cache."""
+        if self._kernel_cache is not None:
+            self._kernel_cache.close()
+            self._kernel_cache = None
 
     # -- nodes and attributes ---------------------------------------------------
 
@@ -694,6 +704,13 @@ class LrrOperations(pyfuse3.Operations):
             inode = self.inodes.known(self._metadata_node(arcid))
             if inode is not None:
                 await invalidate.forget_attributes(inode)
+
+    def _page_ahead(self, arcid: str, index: int, data: bytes) -> None:
+        """A page fetched ahead goes to the kernel's cache of its file, if the kernel
+        knows the file (it was listed or looked up)."""
+        inode = self.inodes.known(Node(Kind.PAGE, arcid, index))
+        if inode is not None and self._kernel_cache is not None:
+            self._kernel_cache.store(inode, data)
 
     def _thumbnail_changed(self, arcid: str) -> None:
         inode = self.inodes.known(Node(Kind.THUMBNAIL, arcid))

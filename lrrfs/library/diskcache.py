@@ -188,10 +188,14 @@ class DiskCache:
                 return
             if not touch:
                 self._queue.append((kind, key, data))
-                self._wakeup.notify()
+                # While a reader is busy, one wake-up for the first write is enough:
+                # the writer then waits for the pause by itself.
+                if len(self._queue) == 1 or time.monotonic() >= self._quiet_from:
+                    self._wakeup.notify()
             elif (kind, key) not in self._touches:
                 if not self._touches:
                     self._touch_due = time.monotonic() + TOUCH_SECONDS
+                    self._wakeup.notify()  # the writer's next deadline
                 self._touches[(kind, key)] = data
             else:
                 return

@@ -165,6 +165,9 @@ class Library:
         self._buffers = BufferPool()
         self.prefetcher = Prefetcher(self._prefetch_pages)
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
+        # A page fetched ahead of a reader is in memory: (arcid, index, bytes).
+        self.on_page_ahead: Callable[[str, int, bytes], None] = lambda arcid, index, data: None
+        self._store.on_ahead = lambda arcid, index, data: self.on_page_ahead(arcid, index, data)
         self._nursery: trio.Nursery | None = None
 
     # -- the index --------------------------------------------------------------
@@ -371,8 +374,15 @@ class Library:
     # -- reading progress -------------------------------------------------------------
 
     def page_opened(self, arcid: str, index: int) -> None:
-        """A program opened a page to read it: the server's reading progress follows."""
-        clear_new = self._clear_new_on_read and self.get(arcid).meta.isnew
+        """A program opened a page to read it: the next pages start coming, and the
+        server's reading progress follows. (The kernel may answer the reads itself,
+        from pages handed to it ahead: the open is what lrrfs always sees.)"""
+        archive = self.get(arcid)
+        listed = archive.pages
+        if listed is not None and 0 <= index < len(listed):
+            self.prefetcher.reading(arcid, index, len(listed), listed[index].size)
+        self._store.reading()
+        clear_new = self._clear_new_on_read and archive.meta.isnew
         if self._progress or clear_new:
             self.reading.page_read(arcid, index + 1, clear_new=clear_new)
 
@@ -571,13 +581,9 @@ class Library:
         return sizes
 
     async def page_data(self, arcid: str, index: int) -> bytes:
-        """A user reads a page: its bytes, from the caches or the server; never of
-        another length. The next pages start coming in the background."""
-        pages = await self._page_set(arcid)
-        listed = pages.pages
-        # First: the next pages then come while this one does.
-        self.prefetcher.reading(arcid, index, len(listed), listed[index].size)
-        return await self._kept_page(pages, index)
+        """A user reads a page (opened with `page_opened`): its bytes, from the caches
+        or the server; never of another length."""
+        return await self._kept_page(await self._page_set(arcid), index)
 
     async def warm_page(self, arcid: str, index: int) -> None:
         """Put a page in the caches without reading it (`lrrfs cache warm`): no prefetch."""

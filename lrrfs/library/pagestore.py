@@ -25,7 +25,7 @@ from cachetools import LRUCache
 from ..client import BadResponse, LrrClient, PageRef, ServerUnreachable
 from ..client.ranges import RangeJob
 from .diskcache import DiskCache
-from .singleflight import SingleFlight
+from .singleflight import Deliver, SingleFlight
 from .zipindex import NotAZip, ZipSpan, extract
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,21 @@ class PageStore:
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._no_spans: set[str] = set()  # archives whose zip members did not check out
         self._touched: tuple[str, int] | None = None
+        # Told of every page fetched ahead of a reader (arcid, index, bytes).
+        self.on_ahead: Callable[[str, int, bytes], None] = lambda arcid, index, data: None
 
     def cached(self, arcid: str, index: int) -> bytes | None:
         return self._memory.get((arcid, index))
+
+    def reading(self) -> None:
+        """A program is reading pages: the disk cache's writing waits for a pause."""
+        if self._disk is not None:
+            self._disk.reading()
 
     def used(self, pages: PageSet, index: int, data: bytes) -> None:
         """A reader used the page: its disk copy is the most recent, for eviction."""
         if self._disk is None:
             return
-        self._disk.reading()
         if self._touched != (pages.arcid, index):
             self._touched = (pages.arcid, index)  # a page is read in several pieces: once
             self._disk.touch_later("page", self._disk_key(pages, index), data)
@@ -107,6 +113,11 @@ class PageStore:
                 data = await self._from_disk(pages, index)
             if data is not None:
                 self.remember(pages.arcid, index, data)
+                self.on_ahead(pages.arcid, index, data)
+
+        def ready(deliver: Deliver[bytes], index: int, data: bytes) -> None:
+            deliver((pages.arcid, index), data)
+            self.on_ahead(pages.arcid, index, data)
 
         async def fetch(run: list[int]) -> None:
             async with limiter:
@@ -118,7 +129,7 @@ class PageStore:
                         await self._flights.run_many(
                             keys,
                             lambda deliver: self._load(
-                                pages, run, lambda i, data: deliver((pages.arcid, i), data), False
+                                pages, run, lambda i, data: ready(deliver, i, data), False
                             ),
                         )
                 except Exception as exc:  # nobody waits for it; a reader asks again itself

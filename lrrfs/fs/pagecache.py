@@ -1,0 +1,55 @@
+"""Pages fetched ahead of a reader, handed to the kernel's page cache.
+
+A page the prefetcher brought in is stored in the kernel's cache of its file
+(`pyfuse3.notify_store`): when the reader opens it, the kernel answers the
+reads itself, and the page costs OPEN, FLUSH and RELEASE but no READ. Stores
+run in a thread of their own: the kernel may make a store wait for a read of
+the same file, which only the trio thread can answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import pyfuse3
+
+log = logging.getLogger(__name__)
+
+PENDING_BYTES = 64 << 20  # waiting to be stored, at most; more is dropped (it is only a head start)
+
+
+class KernelPageCache:
+    """Stores whole files' bytes in the kernel's page cache, in the background."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._thread = threading.Thread(target=self._run, name="lrrfs-pagecache", daemon=True)
+        self._thread.start()
+
+    def store(self, inode: int, data: bytes) -> None:
+        """Hand the file's bytes to the kernel soon (call on any thread)."""
+        with self._lock:
+            if self._pending + len(data) > PENDING_BYTES:
+                return
+            self._pending += len(data)
+        self._queue.put((inode, data))
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop storing (before the FUSE session closes)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            inode, data = item
+            try:
+                pyfuse3.notify_store(inode, 0, data)
+            except OSError as exc:  # the kernel forgot the inode, or cannot store
+                log.debug("page cache: inode %d not stored: %s", inode, exc)
+            finally:
+                with self._lock:
+                    self._pending -= len(data)
