@@ -228,16 +228,25 @@ def folder_listing_row(server: Server, mounts: Mounts, latency: int, pages: int,
 
 
 def viewer_row(server: Server, mounts: Mounts, latency: int, pages: int, arcid: str):
-    """An image viewer: list the folder, then read its pages in order, one at a time."""
+    """An image viewer: list the folder, then read its pages in order, one at a time.
+    Alternated with the direct fetches (this machine's speed drifts), the best of
+    three of each; every lrrfs run is a new mount with an empty cache."""
     urls = server.page_urls(arcid)
-    with server.http() as http:
-        direct = timed(lambda: [http.get(url).content for url in urls])
-    with mounts.mount(server) as mounted:
-        folder = mounted.path / "Viewer"
-        names = sorted(n for n in os.listdir(folder) if n[0].isdigit())
-        lrrfs = timed(lambda: read_files([folder / n for n in names]))
+
+    def direct() -> float:
+        with server.http() as http:
+            return timed(lambda: [http.get(url).content for url in urls])
+
+    def through_mount() -> float:
+        with mounts.mount(server) as mounted:
+            folder = mounted.path / "Viewer"
+            names = sorted(n for n in os.listdir(folder) if n[0].isdigit())
+            return timed(lambda: read_files([folder / n for n in names]))
+
+    runs = [(through_mount(), direct()) for _ in range(3)]
+    mine, theirs = min(r[0] for r in runs), min(r[1] for r in runs)
     return ratio_row(f"cold read of a {pages}-page archive's pages in order, one at a time, "
-                     "vs GET of each page, one by one", latency, lrrfs, direct, "ms",
+                     "vs GET of each page, one by one", latency, mine, theirs, "ms",
                      "<= 0.7x")  # fmt: skip
 
 

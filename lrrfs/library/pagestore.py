@@ -15,7 +15,6 @@ length than its listing said.
 from __future__ import annotations
 
 import logging
-import mmap
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from cachetools import LRUCache
 from ..client import BadResponse, LrrClient, PageRef, ServerUnreachable
 from ..client.ranges import RangeJob
 from .diskcache import DiskCache
+from .reader import BufferPool
 from .singleflight import Deliver, SingleFlight
 from .zipindex import NotAZip, ZipSpan, extract
 
@@ -66,6 +66,8 @@ class PageStore:
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._no_spans: set[str] = set()  # archives whose zip members did not check out
         self._touched: tuple[str, int] | None = None
+        # Maps, reused (no zeroing on the trio thread, no page faults once warm).
+        self._buffers = BufferPool(keep=PARALLEL + 1, part=BATCH_BYTES, small=0)
         # Told of every page fetched ahead of a reader (arcid, index, bytes).
         self.on_ahead: Callable[[str, int, bytes], None] = lambda arcid, index, data: None
 
@@ -245,9 +247,9 @@ class PageStore:
         spans = [listed[i].span for i in run]
         assert all(span is not None for span in spans)
         start = spans[0].offset  # type: ignore[union-attr]
-        # An anonymous map, not a bytearray: no zeroing of megabytes on the trio thread,
-        # its pages appear as the worker thread writes into them.
-        buffer = memoryview(mmap.mmap(-1, spans[-1].end - start))  # type: ignore[union-attr]
+        length = spans[-1].end - start  # type: ignore[union-attr]
+        pooled = self._buffers.take(length)
+        buffer = memoryview(pooled)[:length]
         client = self._client
         job = client.read_range(pages.arcid, start, buffer, pages.file_size)
         try:
@@ -262,6 +264,8 @@ class PageStore:
             if not job.done:
                 job.abort()
             client.forget_range(job)
+            # Pages were copied out; a buffer a worker may still write into is not reused.
+            self._buffers.give(pooled, length, reusable=job.done)
 
     async def _arrived(self, job: RangeJob, upto: int) -> None:
         """Until the first `upto` bytes of the job are in: ServerUnreachable if no more

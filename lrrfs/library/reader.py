@@ -40,29 +40,43 @@ Buffer = bytearray | mmap.mmap
 
 
 class BufferPool:
-    """Part buffers for all readers: reuses the big ones, counts what is in use.
+    """Buffers for Range requests: reuses the big ones, counts what is in use.
 
-    Big buffers are anonymous memory maps, not bytearrays: malloc keeps freed
-    16 MiB blocks in its heap (the process's memory would only grow), while a
-    map goes back to the system when dropped.
+    Big buffers are anonymous memory maps of `part` bytes, not bytearrays:
+    malloc keeps freed multi-MiB blocks in its heap (the process's memory would
+    only grow), while a map goes back to the system when dropped; and a reused
+    map costs no page faults. Sizes up to `small` get a bytearray; sizes over
+    `part`, a map of their own.
     """
 
-    def __init__(self, budget: int = READ_BUDGET, keep: int = POOLED) -> None:
+    def __init__(
+        self,
+        budget: int = READ_BUDGET,
+        keep: int = POOLED,
+        part: int = MAX_PART,
+        small: int = MAX_PART // 2,
+    ) -> None:
         self.budget = budget
         self.in_use = 0
         self._keep = keep
+        self._part = part
+        self._small = small
         self._free: list[mmap.mmap] = []
 
     def take(self, size: int) -> Buffer:
+        """A buffer of at least `size` bytes (slice it)."""
         self.in_use += size
-        if size > MAX_PART // 2:
-            return self._free.pop() if self._free else mmap.mmap(-1, MAX_PART)
+        if size > self._part:
+            return mmap.mmap(-1, size)
+        if size > self._small:
+            return self._free.pop() if self._free else mmap.mmap(-1, self._part)
         return bytearray(size)
 
     def give(self, buffer: Buffer, size: int, reusable: bool) -> None:
         """`reusable`: nothing writes into it any more (its transfer has ended)."""
         self.in_use -= size
-        if reusable and isinstance(buffer, mmap.mmap) and len(self._free) < self._keep:
+        pooled = isinstance(buffer, mmap.mmap) and len(buffer) == self._part
+        if reusable and pooled and len(self._free) < self._keep:
             self._free.append(buffer)
 
     def room_for(self, size: int) -> bool:
