@@ -227,8 +227,8 @@ def test_a_blob_read_counts_as_used_now(tmp_path):
     cache.put("page", "a", b"x")
     os.utime(cache.path("page", "a"), (1000, 1000))
     cache.get("page", "a")
+    cache.close()  # uses are stamped together, soon after (here: on closing)
     assert cache.path("page", "a").stat().st_mtime > 1000
-    cache.close()
 
 
 def test_eviction_drops_the_least_recently_used_and_stale_temporary_files(tmp_path):

@@ -108,7 +108,6 @@ class DiskCache:
         try:
             with open(path, "rb") as handle:
                 blob = handle.read()
-                _stamp(handle.fileno())  # used now: evicted last
         except OSError:
             return None
         data = self._unpack(blob)
@@ -116,15 +115,24 @@ class DiskCache:
             log.warning("disk cache: %s is damaged; dropping it", path)
             with contextlib.suppress(OSError):
                 path.unlink()
+        else:
+            self.touch_later(kind, key, data)  # used now: evicted last
         return data
 
     async def read(self, kind: str, key: str, timeout: float) -> bytes | None:
         """`get` in a worker thread, so that a slow disk never stalls the mount; None
         if the disk does not answer within `timeout` seconds."""
+        return (await self.read_many(kind, [key], timeout))[0]
+
+    async def read_many(self, kind: str, keys: list[str], timeout: float) -> list[bytes | None]:
+        """`read` of several blobs with one trip to a worker thread (the trip costs more
+        than reading a page the system has cached)."""
         with trio.move_on_after(timeout):
-            return await trio.to_thread.run_sync(self.get, kind, key, abandon_on_cancel=True)
+            return await trio.to_thread.run_sync(
+                lambda: [self.get(kind, key) for key in keys], abandon_on_cancel=True
+            )
         log.warning("disk cache: no answer from the disk within %g s", timeout)
-        return None
+        return [None] * len(keys)
 
     @staticmethod
     def _unpack(blob: bytes) -> bytes | None:

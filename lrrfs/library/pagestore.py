@@ -15,8 +15,9 @@ length than its listing said.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 from cachetools import LRUCache
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 
 BATCH_BYTES = 4 << 20  # consecutive zip members asked for with one Range request, at most
 PARALLEL = 3  # requests in flight for one prefetch
+DISK_BATCH = 4  # pages read from the disk cache with one trip to a worker thread
 
+T = TypeVar("T")
 OnPage = Callable[[int, bytes], None]  # a page's index and bytes, as soon as they are in
 
 
@@ -103,17 +106,15 @@ class PageStore:
         return data
 
     async def prefetch(self, pages: PageSet, indexes: list[int]) -> None:
-        """Bring pages into memory: from the disk cache one by one (each ready as soon as
-        it is read), the rest from the server, consecutive zip members a batch at a time."""
+        """Bring pages into memory, in reading order: from the disk cache one by one (each
+        ready as soon as it is read), the rest from the server, consecutive zip members a
+        batch at a time; PARALLEL at once."""
         wanted = [
             i for i in indexes if 0 <= i < len(pages.pages) and not self._busy(pages.arcid, i)
         ]
-        limiter = trio.CapacityLimiter(PARALLEL)
 
-        async def from_disk(index: int) -> None:
-            async with limiter:
-                data = await self._from_disk(pages, index)
-            if data is not None:
+        async def from_disk(indexes: list[int]) -> None:
+            for index, data in (await self._from_disk(pages, indexes)).items():
                 self.remember(pages.arcid, index, data)
                 self.on_ahead(pages.arcid, index, data)
 
@@ -122,29 +123,25 @@ class PageStore:
             self.on_ahead(pages.arcid, index, data)
 
         async def fetch(run: list[int]) -> None:
-            async with limiter:
-                # Meanwhile a reader may have asked for some of them: theirs now.
-                run = [i for i in run if not self._busy(pages.arcid, i)]
-                keys: list[Hashable] = [(pages.arcid, i) for i in run]
-                try:
-                    if keys:
-                        await self._flights.run_many(
-                            keys,
-                            lambda deliver: self._load(
-                                pages, run, lambda i, data: ready(deliver, i, data), False
-                            ),
-                        )
-                except Exception as exc:  # nobody waits for it; a reader asks again itself
-                    log.debug("%s: fetching pages %s ahead failed: %s", pages.title, run, exc)
+            # Meanwhile a reader may have asked for some of them: theirs now.
+            run = [i for i in run if not self._busy(pages.arcid, i)]
+            keys: list[Hashable] = [(pages.arcid, i) for i in run]
+            try:
+                if keys:
+                    await self._flights.run_many(
+                        keys,
+                        lambda deliver: self._load(
+                            pages, run, lambda i, data: ready(deliver, i, data), False
+                        ),
+                    )
+            except Exception as exc:  # nobody waits for it; a reader asks again itself
+                log.debug("%s: fetching pages %s ahead failed: %s", pages.title, run, exc)
 
         if self._disk is not None and pages.maybe_on_disk:
-            async with trio.open_nursery() as nursery:
-                for index in wanted:
-                    nursery.start_soon(from_disk, index)
+            batches = [wanted[i : i + DISK_BATCH] for i in range(0, len(wanted), DISK_BATCH)]
+            await in_order(batches, from_disk)
             wanted = [i for i in wanted if not self._busy(pages.arcid, i)]
-        async with trio.open_nursery() as nursery:
-            for run in self._runs(pages, wanted):
-                nursery.start_soon(fetch, run)
+        await in_order(self._runs(pages, wanted), fetch)
 
     def _busy(self, arcid: str, index: int) -> bool:
         """In memory already, or on its way."""
@@ -161,14 +158,11 @@ class PageStore:
         """The pages, each handed to `on_page` once in memory: from the disk cache (unless
         `disk` is False: just looked there), the rest from the server (then written to
         the disk cache)."""
-        missing = []
-        for i in indexes:
-            data = await self._from_disk(pages, i) if disk else None
-            if data is None:
-                missing.append(i)
-            else:
-                self.remember(pages.arcid, i, data)
-                on_page(i, data)
+        found = await self._from_disk(pages, indexes) if disk else {}
+        for i, data in found.items():
+            self.remember(pages.arcid, i, data)
+            on_page(i, data)
+        missing = [i for i in indexes if i not in found]
 
         def downloaded(i: int, data: bytes) -> None:
             if self._disk is not None:
@@ -185,11 +179,18 @@ class PageStore:
     def _disk_key(pages: PageSet, index: int) -> str:
         return f"{pages.key}/{pages.pages[index].ref.path}"
 
-    async def _from_disk(self, pages: PageSet, index: int) -> bytes | None:
+    async def _from_disk(self, pages: PageSet, indexes: list[int]) -> dict[int, bytes]:
+        """Those of the pages the disk cache has (whole, of their listed size)."""
         if self._disk is None or not pages.maybe_on_disk:
-            return None
-        data = await self._disk.read("page", self._disk_key(pages, index), self._client.timeout)
-        return data if data is not None and len(data) == pages.pages[index].size else None
+            return {}
+        keys = [self._disk_key(pages, i) for i in indexes]
+        blobs = await self._disk.read_many("page", keys, self._client.timeout)
+        listed = pages.pages
+        return {
+            i: data
+            for i, data in zip(indexes, blobs, strict=True)
+            if data is not None and len(data) == listed[i].size
+        }
 
     def _spans(self, pages: PageSet) -> bool:
         return pages.arcid not in self._no_spans
@@ -286,3 +287,17 @@ class PageStore:
                 f"where the listing said {page.size}; refusing to serve them"
             )
         return data
+
+
+async def in_order(items: Iterable[T], job: Callable[[T], Awaitable[None]]) -> None:
+    """`job(item)` for every item, PARALLEL at a time, started in the items' order (tasks
+    started together run in no set order: the page a reader needs next could come last)."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:  # shared: each item once, the next one first
+            await job(item)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(PARALLEL):
+            nursery.start_soon(worker)
