@@ -177,7 +177,8 @@ def test_pages_that_do_not_check_out_are_fetched_from_the_page_api(server, mount
 
 
 def resident_bytes(path: Path) -> int:
-    """How much of the file the kernel's page cache holds (fincore reads none of it)."""
+    """How much of the file the kernel's page cache holds, in whole memory pages
+    (fincore reads none of it)."""
     command = ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)]
     return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
 
@@ -186,10 +187,9 @@ def test_pages_fetched_ahead_wait_in_the_kernel_cache(server, mounted):
     """A page fetched ahead is handed to the kernel's page cache: opening it then costs
     lrrfs no read call, and it reads the server's bytes all the same."""
     pages = pages_of(mounted.path / "Comic")
-    assert resident_bytes(pages[1]) == 0
-    pages[0].read_bytes()
+    pages[0].read_bytes()  # (fincore opens the files it looks at: not before this)
     ahead = pages[1 : 1 + DEPTH]
-    assert wait_for(lambda: all(resident_bytes(p) == p.stat().st_size for p in ahead))
+    assert wait_for(lambda: all(resident_bytes(p) >= p.stat().st_size for p in ahead))
     assert [p.read_bytes() for p in ahead] == served_pages(server, "Comic")[1 : 1 + DEPTH]
 
 
