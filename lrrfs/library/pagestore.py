@@ -106,9 +106,9 @@ class PageStore:
         return data
 
     async def prefetch(self, pages: PageSet, indexes: list[int]) -> None:
-        """Bring pages into memory, in reading order: from the disk cache one by one (each
-        ready as soon as it is read), the rest from the server, consecutive zip members a
-        batch at a time; PARALLEL at once."""
+        """Bring pages into memory, in reading order: from the disk cache DISK_BATCH at a
+        time, the rest from the server, consecutive zip members with one request (each
+        page ready as soon as it is in); PARALLEL at once."""
         wanted = [
             i for i in indexes if 0 <= i < len(pages.pages) and not self._busy(pages.arcid, i)
         ]
