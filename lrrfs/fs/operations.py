@@ -73,7 +73,7 @@ class DirHandle:
 @dataclass(slots=True)
 class FileHandle:
     node: Node
-    snapshot: bytes | None = None  # thumbnail: what this open reads
+    snapshot: bytes | None = None  # thumbnail, or a page once read: what this open reads
     reader: ArchiveReader | None = None
     wrote: bool = False  # metadata.json written through this handle since its last save
     failed: int = 0  # errno of a refused write: the text is incomplete, so no save

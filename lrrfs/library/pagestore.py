@@ -68,14 +68,10 @@ class PageStore:
         self._memory: LRUCache[tuple[str, int], bytes] = LRUCache(memory_bytes, getsizeof=len)
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._no_spans: set[str] = set()  # archives whose zip members did not check out
-        self._touched: tuple[str, int] | None = None
         # Maps, reused (no zeroing on the trio thread, no page faults once warm).
         self._buffers = BufferPool(keep=PARALLEL + 1, part=BATCH_BYTES, small=0)
         # Told of every page fetched ahead of a reader (arcid, index, bytes).
         self.on_ahead: Callable[[str, int, bytes], None] = lambda arcid, index, data: None
-
-    def cached(self, arcid: str, index: int) -> bytes | None:
-        return self._memory.get((arcid, index))
 
     def reading(self) -> None:
         """A program is reading pages: the disk cache's writing waits for a pause."""
@@ -84,10 +80,7 @@ class PageStore:
 
     def used(self, pages: PageSet, index: int, data: bytes) -> None:
         """A reader used the page: its disk copy is the most recent, for eviction."""
-        if self._disk is None:
-            return
-        if self._touched != (pages.arcid, index):
-            self._touched = (pages.arcid, index)  # a page is read in several pieces: once
+        if self._disk is not None:  # (it gathers a page's uses into one stamp)
             self._disk.touch_later("page", self._disk_key(pages, index), data)
 
     def remember(self, arcid: str, index: int, data: bytes) -> None:
