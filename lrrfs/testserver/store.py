@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .archives import Member, list_image_members, read_head
-from .names import ARCHIVE_SUFFIXES, legacy_key, natural_key, rename_non_ascii, strip_extension
+from .names import is_archive_name, legacy_key, natural_key, rename_non_ascii, strip_extension
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Library:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     yield from cls._walk(entry.path, f"{prefix}{entry.name}/")
-                elif entry.name.lower().endswith(ARCHIVE_SUFFIXES) and entry.is_file():
+                elif is_archive_name(entry.name) and entry.is_file():
                     yield entry.path, prefix + entry.name, entry.stat()
             except OSError:
                 continue
