@@ -100,6 +100,10 @@ class RangeJob:
         if self.filled < upto:
             raise self.error or JobAborted(f"{self.what}: given up")
 
+    def stalled(self, timeout: float) -> ServerUnreachable:
+        """The error for a wait on this job that ran past `timeout` seconds."""
+        return ServerUnreachable(f"{self.what}: no data for {timeout:g} s")
+
     def abort(self) -> None:
         """Give the job up: a worker blocked in a read returns at once (trio thread)."""
         self._aborted = True

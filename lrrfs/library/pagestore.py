@@ -22,7 +22,7 @@ from typing import TypeVar
 import trio
 from cachetools import LRUCache
 
-from ..client import BadResponse, LrrClient, PageRef, ServerUnreachable
+from ..client import BadResponse, LrrClient, PageRef
 from ..client.ranges import RangeJob
 from .diskcache import DiskCache
 from .reader import BufferPool
@@ -271,7 +271,7 @@ class PageStore:
             with trio.fail_after(timeout):
                 await job.wait(upto)
         except trio.TooSlowError:
-            raise ServerUnreachable(f"download of {job.arcid}: no data for {timeout:g} s") from None
+            raise job.stalled(timeout) from None
 
     async def _from_page_api(self, pages: PageSet, index: int) -> bytes:
         page = pages.pages[index]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..client import LrrClient, LrrError, ServerUnreachable
+from ..client import LrrClient, LrrError
 from ..client.ranges import RangeJob
 
 log = logging.getLogger(__name__)
@@ -196,9 +196,7 @@ class ArchiveReader:
                     await part.job.wait(min(end, part.end) - part.start)
         except trio.TooSlowError:
             self._drop([part for part in parts if not part.dropped])
-            raise ServerUnreachable(
-                f"download of {self._arcid}: no data for {timeout:g} s"
-            ) from None
+            raise parts[0].job.stalled(timeout) from None
         except LrrError:
             self._drop(list(self._parts))  # ask afresh next time
             raise
