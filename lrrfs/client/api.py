@@ -22,13 +22,12 @@ import httpx
 import trio
 
 from .errors import (
-    AuthRejected,
     BadResponse,
-    Locked,
     LrrError,
     NotFound,
     ServerError,
     ServerUnreachable,
+    status_error,
 )
 from .models import (
     ARCID_RE,
@@ -312,15 +311,8 @@ class LrrClient:
             )
         if status < 400:
             return
-        if status in (401, 403):
-            reason = "rejected the API key" if self.has_key else "requires an API key"
-            raise AuthRejected(f"{what}: the server {reason} (HTTP {status})")
-        message = f"{what}: {error_message(response)}"
-        if status == 404:
-            raise NotFound(message)
-        if status == 423:
-            raise Locked(message, status)
-        raise ServerError(message, status)
+        refusal = "rejected the API key" if self.has_key else "requires an API key"
+        raise status_error(what, status, error_message(response), refusal)
 
     @staticmethod
     def _json(response: httpx.Response, what: str) -> Any:

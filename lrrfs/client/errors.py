@@ -35,3 +35,18 @@ class ServerError(LrrError):
 
 class Locked(ServerError):
     """The resource is being written by the server (HTTP 423); try again later."""
+
+
+def status_error(
+    what: str, status: int, detail: str, refusal: str = "refused the request"
+) -> LrrError:
+    """The error for an HTTP error status (400 and up), the same for every request:
+    `detail` says what the server said, `refusal` why it refused (401, 403)."""
+    if status in (401, 403):
+        return AuthRejected(f"{what}: the server {refusal} (HTTP {status})")
+    message = f"{what}: {detail}"
+    if status == 404:
+        return NotFound(message)
+    if status == 423:
+        return Locked(message, status)
+    return ServerError(message, status)

@@ -27,13 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 import trio
 
 from .errors import (
-    AuthRejected,
     BadResponse,
-    Locked,
     LrrError,
-    NotFound,
-    ServerError,
     ServerUnreachable,
+    status_error,
 )
 from .transport import ConnectionPool
 
@@ -289,13 +286,7 @@ class RangePool:
 
 
 def _status_error(what: str, status: int, reason: str, body: bytes) -> LrrError:
-    if status in (401, 403):
-        return AuthRejected(f"{what}: the server refused the request (HTTP {status})")
-    if status == 404:
-        return NotFound(f"{what}: HTTP 404")
-    if status == 423:
-        return Locked(f"{what}: HTTP 423 {reason}", status)
     if status >= 400:
-        detail = body.decode("utf-8", "replace").strip()[:200]
-        return ServerError(f"{what}: HTTP {status} {reason} {detail}".rstrip(), status)
+        excerpt = body.decode("utf-8", "replace").strip()[:200]
+        return status_error(what, status, f"HTTP {status} {reason} {excerpt}".rstrip())
     return BadResponse(f"{what}: unexpected HTTP {status} (redirects are not followed)")
