@@ -22,6 +22,8 @@ import httpx
 import trio
 
 from .errors import (
+    RETRY_DELAYS,
+    RETRY_STATUSES,
     BadResponse,
     LrrError,
     NotFound,
@@ -46,8 +48,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-RETRY_DELAYS = (0.2, 0.6)
 THUMBNAIL_POLL = 0.25
 PLACEHOLDER_NAME = "noThumb.png"
 

@@ -1,8 +1,11 @@
-"""Errors raised by the LANraragi client.
+"""Errors raised by the LANraragi client, and which answers are worth asking again.
 
 Messages are safe to show and log: they never contain the API key or an
 Authorization header.
 """
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})  # a busy or restarting server: ask again
+RETRY_DELAYS = (0.2, 0.6)  # seconds before the second and third attempt
 
 
 class LrrError(Exception):

@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 import trio
 
 from .errors import (
+    RETRY_DELAYS,
+    RETRY_STATUSES,
     BadResponse,
     LrrError,
     ServerUnreachable,
@@ -39,8 +41,6 @@ log = logging.getLogger(__name__)
 CHUNK = 256 << 10  # bytes per readinto: how often the trio side can see progress
 STALLS = 2  # failed attempts in a row without a byte of progress, at most
 ATTEMPTS = 6  # requests for one job, at most (a body cut mid-way is asked for again)
-RETRY_STATUSES = frozenset({429, 502, 503, 504})  # a busy or restarting server: ask again
-RETRY_DELAYS = (0.2, 0.6)
 ERROR_BODY_LIMIT = 4096
 CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
