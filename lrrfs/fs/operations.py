@@ -15,15 +15,17 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from itertools import count
+from typing import Any
 
 import pyfuse3
 import trio
 
 from ..client import LrrError, NotFound
 from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Changes, Library
-from ..library.background import quietly
+from ..library.background import start_quietly
 from ..library.editing import EditError
 from . import invalidate, views
 from .errors import errno_for, fuse_errors
@@ -687,11 +689,8 @@ class LrrOperations(pyfuse3.Operations):
 
     # -- following the server ------------------------------------------------------
 
-    def _background(self, job) -> None:  # type: ignore[no-untyped-def]
-        if self._nursery is not None:
-            self._nursery.start_soon(quietly, job, "background kernel update")
-        else:
-            job.close()
+    def _background(self, job: Coroutine[Any, Any, object]) -> None:
+        start_quietly(self._nursery, job, "background kernel update")
 
     async def apply_changes(self, changes: Changes) -> None:
         """Drop what the kernel cached of names and files that changed on the server."""

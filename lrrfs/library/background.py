@@ -8,7 +8,8 @@ real failure: the failure is logged, the cancellation still passes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
+from typing import Any
 
 import trio
 
@@ -26,3 +27,13 @@ async def quietly(job: Awaitable[object], what: str) -> None:
             raise cancelled from None
     except Exception as exc:
         log.info("%s failed: %s", what, exc)
+
+
+def start_quietly(
+    nursery: trio.Nursery | None, job: Coroutine[Any, Any, object], what: str
+) -> None:
+    """Run `job` in `nursery`, `quietly`; before there is a nursery (not mounted), drop it."""
+    if nursery is None:
+        job.close()
+    else:
+        nursery.start_soon(quietly, job, what)

@@ -29,7 +29,7 @@ from ..client import (
     ServerInfo,
     iter_archives,
 )
-from .background import quietly
+from .background import start_quietly
 from .diskcache import DiskCache
 from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
 from .names import VIEW_MARK, NameRequest, assign_names, safe_name
@@ -637,10 +637,7 @@ class Library:
         self.prefetcher.attach(nursery)
 
     def _in_background(self, job: Coroutine[Any, Any, object]) -> None:
-        if self._nursery is None:
-            job.close()
-        else:
-            self._nursery.start_soon(quietly, job, "background fetch")
+        start_quietly(self._nursery, job, "background fetch")
 
     def thumbnail_is_placeholder(self, arcid: str) -> bool:
         thumb = self._thumbs.get(arcid)
