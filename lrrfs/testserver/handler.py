@@ -1,8 +1,9 @@
 """HTTP plumbing: parse a request, apply latency and faults, send the answer.
 
 Headers are written as UTF-8 (LRR sends raw UTF-8 file names in Content-Disposition). Files
-are streamed with socket.sendfile. The request log never holds headers, and nothing here logs
-the Authorization header or the `key` parameter.
+are streamed with socket.sendfile, bodies made while sending (Response.stream) chunk by chunk.
+A client that goes away mid-answer only ends its connection. The request log never holds
+headers, and nothing here logs the Authorization header or the `key` parameter.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import email.parser
 import email.policy
+import http.client
 import json
 import logging
 import re
@@ -19,8 +21,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .faults import Mangle, apply
-from .responses import Response, json_response
+from .faults import Mangle, apply, hidden_headers, refusal
+from .responses import Response, Stream, json_response
 from .routes import Request
 
 if TYPE_CHECKING:
@@ -85,19 +87,28 @@ class LrrHandler(BaseHTTPRequestHandler):
     def _answer(self, app: App, body: bytes) -> tuple[Response, Mangle | None]:
         # Rules are only ever set through the control routes (--faults) or in-process.
         rule = app.faults.take(f"{self.command} {self.path}")
-        if rule is not None and rule.action in ("hang", "status"):
-            return apply(rule, Response(200), app.api.shapes)
+        if rule is not None:
+            refused = refusal(rule, app.api.shapes, self.headers.get("Authorization", ""))
+            if refused is not None:
+                return refused, None
         try:
-            resp = app.api.dispatch(self._request(body))
+            resp = app.api.dispatch(self._request(body, hidden_headers(rule)))
         except Exception:
             log.exception("error answering %s %s", self.command, redact(self.path))
             resp = app.api.shapes.server_error()
         if rule is None:
             return resp, None
-        return apply(rule, resp, app.api.shapes)
+        return apply(rule, resp)
 
-    def _request(self, body: bytes) -> Request:
+    def _request(self, body: bytes, hidden: tuple[str, ...] = ()) -> Request:
         split = urlsplit(self.path)
+        headers = self.headers
+        if hidden:  # a copy without them (routes read the headers, e.g. Range)
+            headers = http.client.HTTPMessage()
+            dropped = {name.lower() for name in hidden}
+            for key, value in self.headers.items():
+                if key.lower() not in dropped:
+                    headers[key] = value
         ctype = self.headers.get("Content-Type", "")
         form: list[tuple[str, str]] = []
         files: dict[str, tuple[str, bytes]] = {}
@@ -111,7 +122,7 @@ class LrrHandler(BaseHTTPRequestHandler):
             path=unquote(split.path, errors="replace"),
             query=parse_qsl(split.query, keep_blank_values=True, errors="replace"),
             form=form,
-            headers=self.headers,
+            headers=headers,
             body=body,
             files=files,
         )
@@ -165,8 +176,12 @@ class LrrHandler(BaseHTTPRequestHandler):
             return
         try:
             head = self._head(resp)
-            if self.command == "HEAD":
+            if self.command == "HEAD" or resp.bodiless:
                 self.wfile.write(head)
+            elif resp.stream is not None:
+                self.wfile.write(head)
+                if not self._write_stream(resp.stream):
+                    self.close_connection = True
             elif resp.file is None and mangle is None and resp.length <= SMALL_BODY:
                 self.wfile.write(head + resp.body)  # one write, one packet for small answers
             else:
@@ -174,6 +189,9 @@ class LrrHandler(BaseHTTPRequestHandler):
                 self._write_body(resp, mangle)
         except OSError:  # the client went away (or the server is stopping)
             self.close_connection = True
+        finally:
+            if resp.stream is not None:
+                resp.stream.chunks.close()  # closes a file it may have open
         if mangle is not None:
             self.close_connection = True
 
@@ -184,12 +202,27 @@ class LrrHandler(BaseHTTPRequestHandler):
             phrase = "Status"
         lines = [f"HTTP/1.1 {resp.status} {phrase}"]
         lines += [f"{k}: {v}" for k, v in resp.headers]
-        lines += [
-            f"Content-Length: {resp.length}",
-            f"Date: {self.date_time_string()}",
-            f"Server: {self.server_version}",
-        ]
+        if resp.stream is not None and resp.stream.chunked:
+            lines.append("Transfer-Encoding: chunked")
+        elif not resp.bodiless:
+            lines.append(f"Content-Length: {resp.length}")
+        lines += [f"Date: {self.date_time_string()}", f"Server: {self.server_version}"]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+    def _write_stream(self, stream: Stream) -> bool:
+        """Send the chunks `pace` seconds apart; False if cut short (the server is stopping)."""
+        stop = self.server.app.stop_event
+        sent = 0
+        for chunk in stream.chunks:
+            if stop.wait(stream.pace) if stream.pace else stop.is_set():
+                return False
+            if not chunk:
+                continue  # an empty chunk would end a chunked body
+            self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if stream.chunked else chunk)
+            sent += len(chunk)
+        if stream.chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        return stream.chunked or sent == stream.length
 
     def _write_body(self, resp: Response, mangle: Mangle | None) -> None:
         limit = resp.length if mangle is None or mangle.limit is None else mangle.limit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,16 @@ NOT_FOUND_HTML = """<!DOCTYPE html>
 
 
 @dataclass
+class Stream:
+    """A body made while it is sent (never whole in memory): `chunks`, `pace` seconds apart."""
+
+    chunks: Generator[bytes, None, None]
+    length: int  # what the chunks add up to: the Content-Length, unless chunked
+    chunked: bool = False  # sent with Transfer-Encoding: chunked and no Content-Length
+    pace: float = 0.0  # seconds to wait before each chunk
+
+
+@dataclass
 class Response:
     """An answer to send; `file` streams (path, offset, length) from disk with sendfile."""
 
@@ -32,12 +43,20 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     file: tuple[Path, int, int] | None = None
+    stream: Stream | None = None
     hang: float | None = None  # hold the connection this long, then close with no answer
     is_json: bool = False
 
     @property
     def length(self) -> int:
+        if self.stream is not None:
+            return self.stream.length
         return self.file[2] if self.file is not None else len(self.body)
+
+    @property
+    def bodiless(self) -> bool:
+        """HTTP forbids a body (and 1xx and 204 a Content-Length) for these statuses."""
+        return self.status < 200 or self.status in (204, 304)
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
@@ -45,6 +64,20 @@ class Response:
 
 def hang(seconds: float) -> Response:
     return Response(0, hang=seconds)
+
+
+def body_chunks(resp: Response, size: int) -> Generator[bytes, None, None]:
+    """The body of `resp` (bytes or a file span) in pieces of at most `size` bytes."""
+    if resp.file is None:
+        for start in range(0, len(resp.body), size):
+            yield resp.body[start : start + size]
+        return
+    path, offset, length = resp.file
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while length > 0 and (piece := f.read(min(size, length))):
+            length -= len(piece)
+            yield piece
 
 
 def encode_json(value: Any) -> bytes:
@@ -109,12 +142,16 @@ class Shapes:
         """Body for a fault rule's forced status, shaped like this generation's errors."""
         if status == 401:
             return self.unauthorized()
+        message = "Not Found." if self.modern and status == 404 else "Injected fault."
+        return self.fault_error(status, message)
+
+    def fault_error(self, status: int, message: str) -> Response:
+        """This generation's error body with `message` (none where HTTP forbids a body)."""
+        if Response(status).bodiless:
+            return Response(status)
         if self.modern:
-            message = "Not Found." if status == 404 else "Injected fault."
             return self.validation(status, message)
-        return json_response(
-            {"error": "Injected fault.", "operation": "fault", "success": 0}, status
-        )
+        return json_response({"error": message, "operation": "fault", "success": 0}, status)
 
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)?")
