@@ -68,7 +68,11 @@ def stderr_is_journal() -> bool:
 
 def setup_logging(verbose: bool, log_file: Path | None) -> None:
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        # Titles and (with -v) requests are the user's business: a private folder and file.
+        log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # one an older lrrfs made readable by all
+        os.close(fd)
         handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     else:
@@ -257,7 +261,10 @@ def mount_settings(args: argparse.Namespace) -> tuple[Settings, frozenset[str]]:
     given = parse_mount_options(args.options)
     settings = dict(DEFAULTS)
     if is_url(args.source):
-        settings["url"] = SETTINGS["url"].parse(args.source)
+        try:
+            settings["url"] = SETTINGS["url"].parse(args.source)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     else:
         config = args.config or given.config or default_config_path()
         settings |= load_profile(config, args.source)
@@ -272,10 +279,11 @@ def public_source(source: str, url: str) -> tuple[str, str]:
 
     clean = public_url(url)
     if clean != url:
-        print(
-            "lrrfs: warning: ignoring the user name and password in the URL "
-            "(LANraragi takes an API key: --api-key-file)",
-            file=sys.stderr,
+        # A mount process lives long, and its command line is readable by every user.
+        raise ConfigError(
+            "the URL holds a user name or password, which every user of this machine could "
+            "read in the process list; LANraragi takes none: give its API key with "
+            "--api-key-file or LRR_API_KEY"
         )
     return clean, public_url(source) if is_url(source) else source
 

@@ -126,8 +126,13 @@ def _path(value: Value) -> Path:
 
 
 def _url(value: Value) -> str:
-    if not isinstance(value, str) or not is_url(value) or not urlsplit(value).hostname:
+    try:
+        valid = isinstance(value, str) and is_url(value) and bool(urlsplit(value).hostname)
+    except ValueError:  # "Invalid IPv6 URL", a bad port
+        valid = False
+    if not valid:
         raise ValueError(f"expected an http:// or https:// URL, not {value!r}")
+    assert isinstance(value, str)
     return value
 
 

@@ -24,7 +24,9 @@ import trio
 from . import notify, status
 from .client import LrrClient, LrrError
 from .fs import LrrOperations, Ownership
+from .fs.calls import MAX_TASKS
 from .library import Library
+from .library.background import repeat
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
 
 log = logging.getLogger(__name__)
@@ -148,34 +150,17 @@ def open_disk_cache(options: MountOptions) -> DiskCache | None:
         return None
 
 
-async def _follow_server(library: Library, ops: LrrOperations, interval: float) -> None:
-    """Refresh the archive list every `interval` seconds and tell the kernel what changed.
-
-    An archive list from the disk cache is refreshed at once."""
-    delay = 0.0 if library.index_from_cache else interval
-    while True:
-        await trio.sleep(delay)
-        delay = interval
-        try:
-            changes = await library.refresh()
-        except LrrError as exc:
-            log.warning("refresh of the archive list failed: %s", exc)
-            continue
-        if changes:
-            log.info(
-                "library changed: %d added, %d removed, %d renamed, %d updated",
-                len(changes.added),
-                len(changes.removed),
-                len(changes.renamed),
-                len(changes.updated),
-            )
-            await ops.apply_changes(changes)
-
-
-async def _close_idle_streams(ops: LrrOperations) -> None:
-    while True:
-        await trio.sleep(IDLE_STREAM_SECONDS / 2)
-        await ops.close_idle_streams(IDLE_STREAM_SECONDS)
+async def _refresh(library: Library) -> None:
+    """Fetch the archive list anew (the adapter tells the kernel what changed)."""
+    changes = await library.refresh()
+    if changes:
+        log.info(
+            "library changed: %d added, %d removed, %d renamed, %d updated",
+            len(changes.added),
+            len(changes.removed),
+            len(changes.renamed),
+            len(changes.updated),
+        )
 
 
 async def _stop_on_signal(signals: AsyncIterator[int], handlers: trio.CancelScope) -> None:
@@ -200,12 +185,32 @@ async def _announce_ready(options: MountOptions, library: Library, ready: Ready)
     notify.ready(f"{len(library)} archives from {options.url} on {options.mountpoint}")
 
 
-async def _keep_status(options: MountOptions, library: Library, file: status.StatusFile) -> None:
-    """Rewrite the status file `lrrfs status` reads, every few seconds."""
+def _start_background(
+    nursery: trio.Nursery,
+    options: MountOptions,
+    library: Library,
+    ops: LrrOperations,
+    status_file: status.StatusFile,
+) -> None:
+    """The mount's own background work, each piece repeated and supervised: a failure
+    is logged (and shown by `lrrfs status`), and the mount goes on."""
     started = time.time()
-    while True:
-        file.write(status.snapshot(options, library, started))
-        await trio.sleep(status.INTERVAL)
+
+    async def write_status() -> None:
+        status_file.write(status.snapshot(options, library, started))
+
+    interval = options.refresh_interval
+    first_refresh = 0.0 if library.index_from_cache else interval  # a cached list: at once
+    nursery.start_soon(
+        repeat, lambda: _refresh(library), interval, "refresh of the archive list", first_refresh
+    )
+    nursery.start_soon(
+        repeat,
+        lambda: ops.close_idle_streams(IDLE_STREAM_SECONDS),
+        IDLE_STREAM_SECONDS / 2,
+        "closing idle archive streams",
+    )
+    nursery.start_soon(repeat, write_status, status.INTERVAL, "status file", 0.0)
 
 
 async def serve(options: MountOptions, ready: Ready) -> None:
@@ -245,12 +250,10 @@ async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int
             # callers get an error as the mount goes), so a hung server cannot hold it up.
             handlers = trio.CancelScope()
             nursery.start_soon(_stop_on_signal, signals, handlers)
-            nursery.start_soon(_follow_server, library, ops, options.refresh_interval)
-            nursery.start_soon(_close_idle_streams, ops)
-            nursery.start_soon(_keep_status, options, library, status_file)
+            _start_background(nursery, options, library, ops, status_file)
             nursery.start_soon(_announce_ready, options, library, ready)
             with handlers:
-                await pyfuse3.main(min_tasks=4, max_tasks=64)
+                await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
             with trio.move_on_after(min(options.timeout, FLUSH_SECONDS)):
                 await library.reading.flush()  # pages read just before the unmount
             nursery.cancel_scope.cancel()

@@ -107,6 +107,8 @@ def public_url(url: str) -> str:
 
 def snapshot(options: MountOptions, library: Library, started: float) -> dict[str, Any]:
     """The mount's state for its status file: counters and names only, never the key."""
+    from .library.background import FAILURES
+
     info = library.info
     used, most = library.cache_usage()
     stats = library.client.stats
@@ -127,6 +129,8 @@ def snapshot(options: MountOptions, library: Library, started: float) -> dict[st
         "requests": stats.requests,
         "errors": stats.errors,
         "in_flight": stats.in_flight,
+        "background_failures": FAILURES.count,
+        "problems": list(FAILURES.recent),  # the last background failures, newest last
         "read_only": options.read_only,
         "started": started,
         "updated": time.time(),
@@ -272,7 +276,28 @@ def table(states: list[dict[str, Any]]) -> str:
     for state in states:
         if state["state"] in HINTS:
             lines.append(f"{state['mountpoint']}: {HINTS[state['state']]}")
+        lines += _problems(state)
     return "\n".join(lines)
+
+
+PROBLEMS_SHOWN = 3
+
+
+def _problems(state: dict[str, Any]) -> list[str]:
+    """The last few background failures of a mount, one line each."""
+    problems = state.get("problems")
+    if not isinstance(problems, list):
+        return []
+    lines = []
+    for problem in problems[-PROBLEMS_SHOWN:]:
+        if not isinstance(problem, dict):
+            continue
+        when = time.strftime("%H:%M:%S", time.localtime(float(problem.get("time") or 0)))
+        kind = "bug" if problem.get("bug") else "failed"
+        lines.append(
+            f"{state['mountpoint']}: {when} {kind}: {problem.get('what')}: {problem.get('error')}"
+        )
+    return lines
 
 
 def _same_place(a: Path, b: Path) -> bool:

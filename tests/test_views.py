@@ -192,7 +192,7 @@ def test_a_failing_view_keeps_its_last_answer_and_a_failing_search_fails(mount, 
         {"match": "^GET /api/search", "action": "status", "status": 500},
     ])  # fmt: skip
     try:
-        assert wait_for(lambda: "categories not refreshed" in mount.log_text(), timeout=10)
+        assert wait_for(lambda: "views: categories failed" in mount.log_text(), timeout=10)
         assert listing(mount, "@categories") == before
         assert listing(mount, "@categories/Favs [SET_3]") == ["Beta"]
         with pytest.raises(OSError) as failure:

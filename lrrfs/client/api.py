@@ -29,10 +29,13 @@ from .errors import (
     NotFound,
     ServerError,
     ServerUnreachable,
+    printable,
+    server_text,
     status_error,
 )
 from .models import (
     ARCID_RE,
+    MAX_PAGES,
     ArchiveMeta,
     Category,
     DownloadInfo,
@@ -40,9 +43,10 @@ from .models import (
     ServerInfo,
     Thumbnail,
     archive_id,
+    number,
 )
-from .ranges import JobAborted, RangeJob, RangePool
-from .transport import ConnectionPool, Endpoint, ThreadTransport
+from .ranges import CONTENT_RANGE_RE, JobAborted, RangeJob, RangePool
+from .transport import BODY_CAP, DEFAULT_BODY_CAP, ConnectionPool, Endpoint, ThreadTransport
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,12 @@ T = TypeVar("T")
 
 THUMBNAIL_POLL = 0.25
 PLACEHOLDER_NAME = "noThumb.png"
+# Body caps, by what an answer is: past them it is no real answer (transport.py).
+ARCHIVE_LIST_CAP = 96 << 20  # ~150,000 archives of a real server's JSON
+PAGE_CAP = 64 << 20  # a page whose length no listing gave
+THUMBNAIL_CAP = 8 << 20  # real covers are 30-200 KB
+SEARCH_PAGES = 1_000  # pages of a paged search followed, at most
+FILE_HEADERS = {"Accept-Encoding": "identity"}  # pages and archives are compressed already
 
 
 def describe_transport_error(exc: httpx.TransportError) -> str:
@@ -60,14 +70,15 @@ def describe_transport_error(exc: httpx.TransportError) -> str:
     while inner is not None:
         text = str(inner).strip() or text
         inner = inner.__cause__ or inner.__context__
+    text = printable(text)  # http.client quotes what the server sent
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def error_message(response: httpx.Response) -> str:
-    """The server's own words from either error shape, or the status line."""
+def error_message(response: httpx.Response, secrets: tuple[str, ...] = ()) -> str:
+    """The server's own words from either error shape, or the status line; fit to show."""
     try:
-        body = response.json()
-    except ValueError:
+        body = json.loads(response.content)
+    except (ValueError, RecursionError):
         body = None
     message = ""
     if isinstance(body, dict):
@@ -77,8 +88,8 @@ def error_message(response: httpx.Response) -> str:
             first = body["errors"][0]
             if isinstance(first, dict):
                 message = str(first.get("message", ""))
-    message = message.strip()[:200]
-    return message or f"HTTP {response.status_code} {response.reason_phrase}"
+    message = server_text(message, secrets)
+    return message or server_text(f"HTTP {response.status_code} {response.reason_phrase}")
 
 
 def expect_file(response: httpx.Response, what: str) -> None:
@@ -130,7 +141,7 @@ def iter_archives(body: bytes) -> Iterator[ArchiveMeta]:
     while not closed:
         try:
             entry, pos = decoder.raw_decode(text, pos)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past any real answer
             raise BadResponse(f"{what}: the answer is not valid JSON") from None
         try:
             yield ArchiveMeta.from_json(entry)
@@ -185,10 +196,12 @@ class LrrClient:
         self.timeout = timeout
         self.thumbnail_wait = thumbnail_wait
         self.has_key = bool(api_key)
-        headers = {"Accept": "application/json, */*"}
+        headers = {"Accept": "application/json, */*", "Accept-Encoding": "gzip, deflate"}
+        self._secrets: tuple[str, ...] = ()  # never shown, even when a server echoes them
         if api_key:
             token = base64.b64encode(api_key.encode("utf-8")).decode("ascii")
             headers["Authorization"] = f"Bearer {token}"
+            self._secrets = (token, api_key)
         # Bytes move in worker threads (transport.py): httpx under trio would parse
         # every body on the trio thread, which also serves the kernel.
         endpoint = Endpoint.from_url(base_url, timeout, verify)
@@ -204,7 +217,7 @@ class LrrClient:
         self._use_extract: bool | None = None  # None until the server tells
         self.stats = ClientStats()
         auth = {k: v for k, v in headers.items() if k == "Authorization"}
-        self._ranges = RangePool(pool, self.prefix, auth, ranges)
+        self._ranges = RangePool(pool, self.prefix, auth, ranges, self._secrets)
 
     async def aclose(self) -> None:
         self._ranges.close()
@@ -244,13 +257,22 @@ class LrrClient:
         data: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         idempotent: bool = True,
+        cap: int = DEFAULT_BODY_CAP,
     ) -> httpx.Response:
-        """One API call, retried while idempotent, under one overall deadline."""
+        """One API call, retried while idempotent, under one overall deadline; its body
+        at most `cap` bytes (else TooLarge)."""
 
         async def attempt() -> httpx.Response:
             async with self._limiter:
                 return await self._counted(
-                    self._http.request(method, url, params=params, data=data, headers=headers)
+                    self._http.request(
+                        method,
+                        url,
+                        params=params,
+                        data=data,
+                        headers=headers,
+                        extensions={BODY_CAP: cap},
+                    )
                 )
 
         return await self._retrying(attempt, what, idempotent)
@@ -302,7 +324,9 @@ class LrrClient:
         if 300 <= status < 400:
             target = urlsplit(response.headers.get("location", ""))
             where = (
-                f"{target.scheme}://{target.hostname or ''}{target.path}" if target.scheme else "?"
+                printable(f"{target.scheme}://{target.hostname or ''}{target.path}")
+                if target.scheme
+                else "?"
             )
             raise ServerError(
                 f"{what}: the server redirects to {where}; mount that address instead "
@@ -312,13 +336,13 @@ class LrrClient:
         if status < 400:
             return
         refusal = "rejected the API key" if self.has_key else "requires an API key"
-        raise status_error(what, status, error_message(response), refusal)
+        raise status_error(what, status, error_message(response, self._secrets), refusal)
 
     @staticmethod
     def _json(response: httpx.Response, what: str) -> Any:
         try:
             return json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past any real answer
             raise BadResponse(f"{what}: the answer is not valid JSON") from None
 
     async def _get_json(self, path: str, what: str, **params: str) -> Any:
@@ -348,7 +372,9 @@ class LrrClient:
         """The archive list as the server sent it (see `parse_archives`): a caller can
         tell an unchanged list by its bytes without parsing it."""
         what = "archive list"
-        response = await self._send("GET", self.api_url("/api/archives"), what=what)
+        response = await self._send(
+            "GET", self.api_url("/api/archives"), what=what, cap=ARCHIVE_LIST_CAP
+        )
         self._raise_for_status(response, what)
         return response.content
 
@@ -379,16 +405,19 @@ class LrrClient:
         found, total = await self._search_page(query, -1, what)  # -1: unpaged
         if len(found) >= total:
             return found
-        # A server that pages even so: ask page by page from the start.
+        # A server that pages even so: ask page by page from the start, a bounded number
+        # of pages (a server may claim a billion results and bring new ones every time).
         found, seen = [], set()
-        while len(found) < total:
+        for _ in range(SEARCH_PAGES):
             page, total = await self._search_page(query, len(found), what)
             page = [arcid for arcid in page if arcid not in seen]
             if not page:
-                break
+                return found
             seen.update(page)
             found += page
-        return found
+            if len(found) >= total:
+                return found
+        raise BadResponse(f"{what}: still more results after {SEARCH_PAGES} pages of them")
 
     async def _search_page(self, query: str, start: int, what: str) -> tuple[list[str], int]:
         params = {"filter": query, "start": str(start)}
@@ -399,10 +428,11 @@ class LrrClient:
         body = self._json(response, what)
         data = body.get("data") if isinstance(body, dict) else None
         total = body.get("recordsFiltered") if isinstance(body, dict) else None
-        if not isinstance(data, list) or not str(total).isdigit():
+        total = number(str(total)) if isinstance(total, int | str) else None
+        if not isinstance(data, list) or total is None:
             raise BadResponse(f"{what}: no data and recordsFiltered in the answer")
         ids = [entry.get("arcid") for entry in data if isinstance(entry, dict)]
-        return [i for i in ids if isinstance(i, str) and ARCID_RE.fullmatch(i)], int(str(total))
+        return [i for i in ids if isinstance(i, str) and ARCID_RE.fullmatch(i)], total
 
     async def metadata(self, arcid: str) -> ArchiveMeta:
         what = f"metadata of {arcid}"
@@ -412,7 +442,7 @@ class LrrClient:
         if response.status_code == 400 or (
             response.status_code == 200 and response.content in (b"", b'""')
         ):
-            raise NotFound(f"{what}: {error_message(response)}")
+            raise NotFound(f"{what}: {error_message(response, self._secrets)}")
         self._raise_for_status(response, what)
         return ArchiveMeta.from_json(self._json(response, what))
 
@@ -441,6 +471,8 @@ class LrrClient:
         pages = body.get("pages") if isinstance(body, dict) else None
         if not isinstance(pages, list) or not all(isinstance(p, str) for p in pages):
             raise BadResponse(f"{what}: no list of page URLs in the answer")
+        if len(pages) > MAX_PAGES:
+            raise BadResponse(f"{what}: {len(pages)} pages, more than any archive has")
         refs = []
         for url in pages:
             parts = urlsplit(url)
@@ -452,14 +484,20 @@ class LrrClient:
             refs.append(PageRef(path=query["path"], url=self.resolve(url)))
         return refs
 
-    async def page(self, arcid: str, ref: PageRef) -> bytes:
-        """The bytes of one page, exactly as the server serves them."""
-        what = f"page {ref.path!r} of {arcid}"
-        response = await self._send("GET", ref.url, what=what)
+    async def page(self, arcid: str, ref: PageRef, size: int | None = None) -> bytes:
+        """The bytes of one page, exactly as the server serves them; `size`, where a
+        listing gave it, is the most it may have."""
+        what = f"page {printable(ref.path)!r} of {arcid}"
+        cap = PAGE_CAP if size is None else size
+
+        async def get() -> httpx.Response:
+            return await self._send("GET", ref.url, what=what, headers=FILE_HEADERS, cap=cap)
+
+        response = await get()
         if response.status_code == 400 and self._use_extract:
             # Old servers forget extractions (temp folder cleaned): extract again.
             await self._extract(arcid)
-            response = await self._send("GET", ref.url, what=what)
+            response = await get()
         self._raise_for_status(response, what)
         expect_file(response, what)
         return response.content
@@ -474,7 +512,10 @@ class LrrClient:
         url = self.api_url(f"/api/archives/{arcid}/thumbnail")
         with trio.move_on_after(self.thumbnail_wait):
             while True:
-                response = await self._send("GET", url, what=what, params={"no_fallback": "true"})
+                response = await self._send(
+                    "GET", url, what=what, params={"no_fallback": "true"},
+                    headers=FILE_HEADERS, cap=THUMBNAIL_CAP,
+                )  # fmt: skip
                 self._raise_for_status(response, what)
                 if response.status_code == 202:
                     await self._wait_for_job(self._json(response, what), what)
@@ -483,7 +524,7 @@ class LrrClient:
                 if content_disposition_filename(response.headers.raw) != PLACEHOLDER_NAME:
                     return Thumbnail(response.content, placeholder=False)
                 await trio.sleep(THUMBNAIL_POLL * 2)
-        response = await self._send("GET", url, what=what)
+        response = await self._send("GET", url, what=what, headers=FILE_HEADERS, cap=THUMBNAIL_CAP)
         self._raise_for_status(response, what)
         if response.status_code != 200:
             raise BadResponse(f"{what}: HTTP {response.status_code} without a fallback")
@@ -492,7 +533,7 @@ class LrrClient:
 
     async def _wait_for_job(self, body: Any, what: str) -> None:
         job = body.get("job") if isinstance(body, dict) else None
-        if not isinstance(job, int | str) or not str(job).isdigit():
+        if not isinstance(job, int | str) or number(str(job)) is None:
             raise BadResponse(f"{what}: 202 without a job number")
         while True:
             state = await self._get_json(f"/api/minion/{job}", f"{what} (job {job})")
@@ -507,13 +548,14 @@ class LrrClient:
         """HEAD of `/download`: the archive's exact length and its file name."""
         what = f"download of {arcid}"
         response = await self._send(
-            "HEAD", self.api_url(f"/api/archives/{arcid}/download"), what=what
-        )
+            "HEAD", self.api_url(f"/api/archives/{arcid}/download"), what=what,
+            headers=FILE_HEADERS,
+        )  # fmt: skip
         self._raise_for_status(response, what)
-        length = response.headers.get("content-length", "")
-        if not length.isdigit():
+        length = number(response.headers.get("content-length", ""))
+        if length is None:
             raise BadResponse(f"{what}: no Content-Length")
-        return DownloadInfo(int(length), content_disposition_filename(response.headers.raw))
+        return DownloadInfo(length, content_disposition_filename(response.headers.raw))
 
     async def open_download(self, arcid: str, start: int, end: int | None = None) -> DownloadStream:
         """Open a Range request for the archive file from byte `start` (to `end`, inclusive).
@@ -525,8 +567,9 @@ class LrrClient:
         what = f"download of {arcid}"
         byte_range = f"bytes={start}-" if end is None else f"bytes={start}-{end}"
         request = self._http.build_request(
-            "GET", self.api_url(f"/api/archives/{arcid}/download"), headers={"Range": byte_range}
-        )
+            "GET", self.api_url(f"/api/archives/{arcid}/download"),
+            headers={"Range": byte_range, **FILE_HEADERS}, extensions={BODY_CAP: None},
+        )  # fmt: skip
         token = object()
         await self._stream_limiter.acquire_on_behalf_of(token)
         response: httpx.Response | None = None
@@ -597,7 +640,9 @@ class LrrClient:
         self._raise_for_status(response, what)
         body = self._json(response, what)
         if not isinstance(body, dict) or body.get("success") not in (1, "1", True):
-            raise ServerError(f"{what}: {error_message(response)}", response.status_code)
+            raise ServerError(
+                f"{what}: {error_message(response, self._secrets)}", response.status_code
+            )
 
     async def download_range(self, arcid: str, start: int, end: int) -> tuple[bytes, int]:
         """Bytes `start..end` (inclusive) of the archive file, and the file's total size."""
@@ -631,18 +676,16 @@ class DownloadStream:
     def _parse_range(self, response: httpx.Response, start: int) -> tuple[int, int]:
         expect_file(response, self._what)
         if response.status_code == 206:
-            match = re.fullmatch(
-                r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("content-range", "")
-            )
+            match = CONTENT_RANGE_RE.fullmatch(response.headers.get("content-range", ""))
             if not match or int(match.group(1)) != start:
                 raise BadResponse(f"{self._what}: the server sent the wrong range")
             return int(match.group(3)), 0
         if response.status_code == 200:
             # A server that ignores Range: skip to the start ourselves.
-            length = response.headers.get("content-length", "")
-            if not length.isdigit():
+            length = number(response.headers.get("content-length", ""))
+            if length is None:
                 raise BadResponse(f"{self._what}: no Content-Length")
-            return int(length), start
+            return length, start
         raise BadResponse(f"{self._what}: unexpected HTTP {response.status_code}")
 
     async def aclose(self) -> None:

@@ -1,8 +1,12 @@
 """Errors raised by the LANraragi client, and which answers are worth asking again.
 
 Messages are safe to show and log: they never contain the API key or an
-Authorization header.
+Authorization header, and text the server wrote reaches them only through
+`printable` (no terminal control sequences).
 """
+
+import re
+import unicodedata
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # a busy or restarting server: ask again
 RETRY_DELAYS = (0.2, 0.6)  # seconds before the second and third attempt
@@ -26,6 +30,18 @@ class NotFound(LrrError):
 
 class BadResponse(LrrError):
     """The server answered something that breaks the API's contract."""
+
+
+class TooLarge(BadResponse):
+    """An answer longer than any real one of its kind (a body cap, see `transport.py`)."""
+
+
+class CallTimedOut(LrrError):
+    """A whole call (all its requests together) ran past its deadline."""
+
+
+class Busy(LrrError):
+    """Too many calls already wait on the server: this one is not queued behind them."""
 
 
 class ServerError(LrrError):
@@ -53,3 +69,22 @@ def status_error(
     if status == 423:
         return Locked(message, status)
     return ServerError(message, status)
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def server_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """What a server wrote, fit to show: its copies of our secrets (a server may echo the
+    Authorization header) redacted, control characters gone."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return printable(text)
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Server text made safe for a terminal or a log line: control characters (ESC, BEL,
+    bidi overrides...) become spaces, and the text is cut to `limit` characters."""
+    text = unicodedata.normalize("NFC", text)[: limit * 2]
+    return " ".join(_UNPRINTABLE.sub(" ", text).split())[:limit]

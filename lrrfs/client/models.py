@@ -15,6 +15,8 @@ from typing import Any
 from .errors import BadResponse
 
 ARCID_RE = re.compile(r"[0-9a-f]{40}")
+MAX_EPOCH = 1 << 34  # seconds (the year 2514): a later date is no date
+MAX_PAGES = 100_000  # pages of one archive, at most: a listing beyond is nonsense
 
 
 def _bool(value: Any) -> bool:
@@ -28,13 +30,27 @@ def _bool(value: Any) -> bool:
     return False
 
 
+NUMBER_RE = re.compile(r"[0-9]{1,18}")  # ASCII digits only: '²' passes str.isdigit()
+LARGEST = 10**18 - 1  # past any real size or count; an int64 st_size holds it
+
+
+def number(text: str) -> int | None:
+    """A non-negative number the server wrote as text, or None if it is not one."""
+    text = text.strip()
+    return int(text) if NUMBER_RE.fullmatch(text) else None
+
+
 def _int(value: Any, field: str) -> int:
     if isinstance(value, bool):
         raise BadResponse(f"field {field!r} is a boolean, expected a number")
     if isinstance(value, int):
+        if not -LARGEST <= value <= LARGEST:
+            raise BadResponse(f"field {field!r} is out of range")
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        parsed = number(value.removeprefix("-"))
+        if parsed is not None:
+            return -parsed if value.strip().startswith("-") else parsed
     raise BadResponse(f"field {field!r} is {type(value).__name__}, expected a number")
 
 
@@ -96,6 +112,9 @@ class ArchiveMeta:
         size = _optional_int(obj, "size")
         if size is not None and size < 0:
             raise BadResponse(f"archive {arcid}: negative size")
+        pagecount = _int(obj.get("pagecount") or 0, "pagecount")
+        if not 0 <= pagecount <= MAX_PAGES:
+            raise BadResponse(f"archive {arcid}: a page count of {pagecount}")
         filename = _optional_str(obj, "filename")
         extension = _optional_str(obj, "extension")
         return cls(
@@ -103,7 +122,7 @@ class ArchiveMeta:
             title=title,
             tags=split_tags(tags),
             isnew=_bool(obj.get("isnew")),
-            pagecount=_int(obj.get("pagecount") or 0, "pagecount"),
+            pagecount=pagecount,
             progress=_int(obj.get("progress") or 0, "progress"),
             # null on old entries of servers that keep summaries; absent on 0.7
             summary=(_optional_str(obj, "summary") or "") if "summary" in obj else None,
@@ -118,8 +137,9 @@ class ArchiveMeta:
         """The `date_added:<epoch>` tag the server adds, if any."""
         for tag in self.tags:
             namespace, _, value = tag.partition(":")
-            if namespace.strip() == "date_added" and value.strip().isdigit():
-                return int(value.strip())
+            if namespace.strip() == "date_added":
+                added = number(value)
+                return added if added is not None and added <= MAX_EPOCH else None
         return None
 
 
@@ -150,7 +170,7 @@ class ServerInfo:
 
     @property
     def version_tuple(self) -> tuple[int, ...]:
-        return tuple(int(part) for part in re.findall(r"\d+", self.version)[:3])
+        return tuple(int(part) for part in re.findall(r"[0-9]{1,9}", self.version)[:3])
 
     @property
     def has_files_route(self) -> bool:

@@ -32,6 +32,7 @@ from .errors import (
     BadResponse,
     LrrError,
     ServerUnreachable,
+    server_text,
     status_error,
 )
 from .transport import ConnectionPool
@@ -42,7 +43,7 @@ CHUNK = 256 << 10  # bytes per readinto: how often the trio side can see progres
 STALLS = 2  # failed attempts in a row without a byte of progress, at most
 ATTEMPTS = 6  # requests for one job, at most (a body cut mid-way is asked for again)
 ERROR_BODY_LIMIT = 4096
-CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+CONTENT_RANGE_RE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
 
 
 class JobAborted(LrrError):
@@ -146,9 +147,15 @@ class RangePool:
     """
 
     def __init__(
-        self, connections: ConnectionPool, prefix: str, headers: dict[str, str], workers: int
+        self,
+        connections: ConnectionPool,
+        prefix: str,
+        headers: dict[str, str],
+        workers: int,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self._connections = connections
+        self._secrets = secrets  # redacted from what the server says in an error
         self._prefix = prefix
         self._headers = tuple(headers.items())  # the Authorization header, if any
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="lrrfs-range")
@@ -254,7 +261,7 @@ class RangePool:
         if status in RETRY_STATUSES:
             raise _Busy(f"HTTP {status}")
         body = response.read(ERROR_BODY_LIMIT) if status >= 400 else b""
-        raise _status_error(job.what, status, response.reason, body)
+        raise _status_error(job.what, status, response.reason, body, self._secrets)
 
     @staticmethod
     def _check_total(job: RangeJob, total: int | None) -> None:
@@ -285,8 +292,10 @@ class RangePool:
             job.advanced(got)
 
 
-def _status_error(what: str, status: int, reason: str, body: bytes) -> LrrError:
+def _status_error(
+    what: str, status: int, reason: str, body: bytes, secrets: tuple[str, ...]
+) -> LrrError:
     if status >= 400:
-        excerpt = body.decode("utf-8", "replace").strip()[:200]
-        return status_error(what, status, f"HTTP {status} {reason} {excerpt}".rstrip())
+        excerpt = body.decode("utf-8", "replace")
+        return status_error(what, status, server_text(f"HTTP {status} {reason} {excerpt}", secrets))
     return BadResponse(f"{what}: unexpected HTTP {status} (redirects are not followed)")

@@ -11,6 +11,12 @@ Every wait has a bound: sockets time out after the client's timeout, and a
 request cancelled on the trio side (the client's deadline) shuts its socket so
 that its thread ends at once. Connections to the one server are pooled and
 shared with the archive reader's Range requests (`ranges.py`).
+
+Every body has a cap (`BODY_CAP`, set per request by the client; a default
+otherwise): a longer one fails as `TooLarge` before it is read (Content-Length)
+or as soon as it passes the cap. Compressed bodies are inflated here, in the
+worker thread, under the same cap, so a small gzip bomb stays small; httpx
+sees them already decoded. Error bodies are cut to their first 64 KiB.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import queue
 import select
 import socket
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -30,10 +37,15 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from .errors import BadResponse, TooLarge
+
 log = logging.getLogger(__name__)
 
 WHOLE_BODY = 8 << 20  # bodies up to this size are read in one go; longer ones stream
 STREAM_CHUNK = 256 << 10
+BODY_CAP = "lrrfs.body_cap"  # request extension: the most bytes its body may have (None: no cap)
+DEFAULT_BODY_CAP = 32 << 20  # a JSON answer, where the caller sets no other cap
+ERROR_BODY_CAP = 64 << 10  # an error answer's text: the rest is dropped with the connection
 T = TypeVar("T")
 
 
@@ -139,6 +151,9 @@ class _Exchange:
         self._conn: http.client.HTTPConnection | None = None
         self._response: http.client.HTTPResponse | None = None
         self._aborted = False
+        self._cap: int | None = request.extensions.get(BODY_CAP, DEFAULT_BODY_CAP)
+        self._body_bytes = 0  # of the body so far, decoded
+        self._inflater: Inflater | None = None
 
     def send(self) -> tuple[http.client.HTTPResponse, bytes | None]:
         """Send, and read the head (and a short body whole)."""
@@ -150,10 +165,42 @@ class _Exchange:
             conn.close()
             raise transport_error(exc, connected) from None
         self._response = response
+        if response.status >= 300:
+            return response, self._error_body()
+        try:
+            self._inflater = Inflater.for_encoding(response.getheader("content-encoding"))
+        except BadResponse:
+            self.discard()
+            raise
         length = response.length
+        if self._cap is not None and length is not None and length > self._cap:
+            self.discard()
+            raise TooLarge(f"an answer of {length} bytes, over the cap of {self._cap}")
         if length is not None and length <= WHOLE_BODY:
             return response, self.read_rest()
         return response, None
+
+    @property
+    def inflates(self) -> bool:
+        """Whether the body is inflated here (its Content-Length and -Encoding are not its)."""
+        response = self._response
+        return response is not None and Inflater.names(response.getheader("content-encoding"))
+
+    def _error_body(self) -> bytes:
+        """An error's text, at most ERROR_BODY_CAP bytes of it (inflated if need be)."""
+        assert self._response is not None
+        self._cap = ERROR_BODY_CAP
+        try:
+            raw = self._response.read(ERROR_BODY_CAP)
+            inflater = Inflater.for_encoding(self._response.getheader("content-encoding"))
+            text = raw if inflater is None else inflater.feed(raw, ERROR_BODY_CAP)
+        except (OSError, http.client.HTTPException, BadResponse):
+            text = b""  # the status still speaks
+        if self._response.isclosed():
+            self._finished()
+        else:
+            self.discard()  # more than the cap, or a body we could not read: not reusable
+        return text
 
     def _roundtrip(self, conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
         request = self._request
@@ -172,23 +219,43 @@ class _Exchange:
     def read_chunk(self) -> bytes:
         """The next piece of the body (b"" at its end)."""
         assert self._response is not None
-        try:
-            chunk = self._response.read(STREAM_CHUNK)
-        except (OSError, http.client.HTTPException) as exc:
-            self.discard()
-            raise transport_error(exc, True) from None
-        if not chunk:
-            self._finished()
-        return chunk
+        while True:  # a compressed piece may inflate to nothing yet: b"" is the end only
+            try:
+                raw = self._response.read(STREAM_CHUNK)
+            except (OSError, http.client.HTTPException) as exc:
+                self.discard()
+                raise transport_error(exc, True) from None
+            chunk = self._decoded(raw)
+            if not raw:
+                self._finished()
+            if chunk or not raw:
+                return chunk
 
     def read_rest(self) -> bytes:
         assert self._response is not None
         try:
-            data = self._response.read()
+            raw = self._response.read()
         except (OSError, http.client.HTTPException) as exc:
             self.discard()
             raise transport_error(exc, True) from None
+        data = self._decoded(raw) + self._decoded(b"")
         self._finished()
+        return data
+
+    def _decoded(self, raw: bytes) -> bytes:
+        """`raw` inflated if need be (b"": the end of the body), counted against the cap."""
+        room = None if self._cap is None else self._cap - self._body_bytes
+        try:
+            if self._inflater is None:
+                data = raw
+                if room is not None and len(data) > room:
+                    raise TooLarge(f"an answer over the cap of {self._cap} bytes")
+            else:
+                data = self._inflater.feed(raw, room) if raw else self._inflater.end()
+        except BadResponse:
+            self.discard()
+            raise
+        self._body_bytes += len(data)
         return data
 
     def _finished(self) -> None:
@@ -215,6 +282,50 @@ class _Exchange:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+class Inflater:
+    """Inflates a gzip or deflate body piece by piece, never past a given room."""
+
+    def __init__(self, wbits: int) -> None:
+        self._wbits = wbits
+        self._inflate = zlib.decompressobj(wbits)
+        self._started = False
+
+    @staticmethod
+    def names(encoding: str | None) -> bool:
+        """Whether a Content-Encoding header names an encoding (not identity)."""
+        return (encoding or "identity").strip().lower() not in ("", "identity")
+
+    @classmethod
+    def for_encoding(cls, encoding: str | None) -> Inflater | None:
+        """The inflater a Content-Encoding asks for; BadResponse for one we never asked."""
+        if not cls.names(encoding):
+            return None
+        name = (encoding or "").strip().lower()
+        if name in ("gzip", "x-gzip"):
+            return cls(zlib.MAX_WBITS | 16)
+        if name == "deflate":
+            return cls(zlib.MAX_WBITS)
+        raise BadResponse(f"an answer in an encoding never asked for ({encoding[:40]!r})")
+
+    def feed(self, raw: bytes, room: int | None) -> bytes:
+        try:
+            if not self._started and self._wbits == zlib.MAX_WBITS:
+                self._started = True
+                if raw and (raw[0] & 0x0F) != 8:  # "deflate" sent raw, without the zlib header
+                    self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            data = self._inflate.decompress(raw, 0 if room is None else room + 1)
+        except zlib.error:
+            raise BadResponse("a compressed answer that does not inflate") from None
+        if room is not None and (len(data) > room or self._inflate.unconsumed_tail):
+            raise TooLarge(f"a compressed answer inflating past the cap of {room} bytes")
+        return data
+
+    def end(self) -> bytes:
+        if not self._inflate.eof:
+            raise BadResponse("a compressed answer cut short")
+        return b""
 
 
 class _BodyStream(httpx.AsyncByteStream):
@@ -246,9 +357,12 @@ class ThreadTransport(httpx.AsyncBaseTransport):
         body = await request.aread()
         exchange = _Exchange(self._pool, request, body)
         response, content = await in_thread(exchange.send, exchange.abort)
+        # Bodies reach httpx inflated already (under the cap): nothing for it to decode.
+        inflated = exchange.inflates
         headers = [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in response.getheaders()
+            if not (inflated and name.lower() in ("content-encoding", "content-length"))
         ]
         return httpx.Response(
             response.status,

@@ -18,6 +18,7 @@ from typing import ParamSpec, TypeVar
 import pyfuse3
 
 from ..client import AuthRejected, LrrError, NotFound
+from ..client.errors import Busy
 from ..library.editing import EditConflict, EditError, EditNotAllowed, EditTooLarge
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,12 @@ T = TypeVar("T")
 
 
 def errno_for(exc: LrrError | EditError) -> int:
-    """EINVAL for bad content, EACCES for auth, EIO for the server (and the rest)."""
+    """EINVAL for bad content, EACCES for auth, EAGAIN for too many calls waiting, EIO for
+    the server (and the rest)."""
     if isinstance(exc, AuthRejected | EditNotAllowed):
         return errno.EACCES
+    if isinstance(exc, Busy):
+        return errno.EAGAIN
     if isinstance(exc, NotFound):
         return errno.ENOENT
     if isinstance(exc, EditTooLarge):
@@ -57,6 +61,7 @@ class _Throttle:
 
 
 _auth_complaints = _Throttle()
+_busy_complaints = _Throttle()
 
 
 def _log_failure(name: str, exc: LrrError | EditError, code: int) -> None:
@@ -65,6 +70,9 @@ def _log_failure(name: str, exc: LrrError | EditError, code: int) -> None:
     elif isinstance(exc, AuthRejected):
         if _auth_complaints.due(str(exc).rsplit(": ", 1)[-1]):
             log.error("%s: %s; file calls get EACCES until the key is fixed", name, exc)
+    elif isinstance(exc, Busy):
+        if _busy_complaints.due("busy"):
+            log.warning("%s; calls that need the server get EAGAIN meanwhile", exc)
     else:
         log.warning("%s: %s", name, exc)
 

@@ -28,6 +28,7 @@ from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Changes, Lib
 from ..library.background import start_quietly
 from ..library.editing import EditError
 from . import invalidate, views
+from .calls import CallLimits, bounded
 from .errors import errno_for, fuse_errors
 from .inodes import ROOT, VIEW_KINDS, InodeTable, Kind, Node
 from .pagecache import KernelPageCache
@@ -96,6 +97,7 @@ class LrrOperations(pyfuse3.Operations):
     ) -> None:
         super().__init__()
         self.library = library
+        self.calls = CallLimits(library.client.timeout)
         self.timeouts = timeouts or Timeouts()
         self.ownership = ownership or Ownership()
         self.inodes = InodeTable()
@@ -106,7 +108,10 @@ class LrrOperations(pyfuse3.Operations):
         self._files: dict[int, FileHandle] = {}
         library.on_thumbnail_change = self._thumbnail_changed
         library.on_page_ahead = self._page_ahead
+        library.on_changes = self._library_changed
         self._nursery: trio.Nursery | None = None
+        self._forgetting = 0  # kernel updates for library changes still running
+        self._forgotten = trio.Event()  # set while none runs
         self._kernel_cache: KernelPageCache | None = None
 
     def attach(self, nursery: trio.Nursery) -> None:
@@ -225,6 +230,7 @@ class LrrOperations(pyfuse3.Operations):
     # -- lookups and listings ------------------------------------------------------
 
     @fuse_errors
+    @bounded
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -239,15 +245,18 @@ class LrrOperations(pyfuse3.Operations):
         return await self._attributes(child)
 
     @fuse_errors
+    @bounded
     async def getattr(
         self, inode: int, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
         return await self._attributes(self._node(inode))
 
     @fuse_errors
+    @bounded
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self._node(inode)
         if node.kind is Kind.ROOT:
+            await self._settle()
             names, nodes = self._root_entries()
         elif node.kind is Kind.ARCHIVE:
             names, nodes = await self._archive_entries(node.arcid)
@@ -295,6 +304,7 @@ class LrrOperations(pyfuse3.Operations):
         return names, [entries[name] for name in names]
 
     @fuse_errors
+    @bounded
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self._dirs[fh]
         for index in range(start_id, len(handle.names)):
@@ -320,6 +330,7 @@ class LrrOperations(pyfuse3.Operations):
     # -- reading ------------------------------------------------------------------
 
     @fuse_errors
+    @bounded
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self._node(inode)
         if node.is_dir:
@@ -373,14 +384,16 @@ class LrrOperations(pyfuse3.Operations):
         if handle.snapshot is not None:
             return handle.snapshot[off : off + size]
         if handle.reader is not None:
-            return await handle.reader.read(off, size)
+            with self.calls.bounded("read"):
+                return await handle.reader.read(off, size)
         if node.kind is Kind.METADATA:
             archive = self.library.get(node.arcid)
             archive.document.note_read(archive.meta)
             return archive.metadata_json[off : off + size]
         if node.kind is Kind.SCRATCH:
             return bytes(self.scratch.get(node.index).data[off : off + size])
-        data = await self.library.page_data(node.arcid, node.index)
+        with self.calls.bounded("read"):
+            data = await self.library.page_data(node.arcid, node.index)
         handle.snapshot = data  # a page comes in several reads: one fetch, one prefetch nudge
         return memoryview(data)[off : off + size]
 
@@ -453,6 +466,7 @@ class LrrOperations(pyfuse3.Operations):
         return len(buf)
 
     @fuse_errors
+    @bounded
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
@@ -472,6 +486,7 @@ class LrrOperations(pyfuse3.Operations):
         return info, await self._attributes(node)
 
     @fuse_errors
+    @bounded
     async def setattr(
         self,
         inode: int,
@@ -507,12 +522,14 @@ class LrrOperations(pyfuse3.Operations):
         return archive.document.dirty and bool(archive.metadata_json.strip())
 
     @fuse_errors
+    @bounded
     async def flush(self, fh: int) -> None:
         handle = self._files.get(fh)
         if handle is not None and self._finished_text(handle):
             await self._save_from(handle)
 
     @fuse_errors
+    @bounded
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._files.get(fh)
         if handle is not None and handle.failed:
@@ -521,6 +538,7 @@ class LrrOperations(pyfuse3.Operations):
             await self._save_from(handle)  # an empty text fails here: fsync asks for it saved
 
     @fuse_errors
+    @bounded
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
         if handle is None:
@@ -539,7 +557,7 @@ class LrrOperations(pyfuse3.Operations):
         closed: the kernel reports the close late, and vim deletes its swap file by path
         right after closing it."""
         await trio.sleep(UNPIN_GRACE)
-        await self.apply_changes(self.library.unpin(arcid))
+        self.library.unpin(arcid)
 
     async def _save_from(self, handle: FileHandle) -> None:
         handle.wrote = False
@@ -550,22 +568,23 @@ class LrrOperations(pyfuse3.Operations):
         archive = self.library.get(arcid)
         title = archive.meta.title
         try:
-            changes = await self.library.save_metadata(arcid)
+            await self.library.save_metadata(arcid)
         except (EditError, LrrError) as exc:
             log.error("saving metadata.json of %r failed: %s", title, exc)
             raise pyfuse3.FUSEError(errno_for(exc)) from None
         log.info("saved metadata.json of %r", title)
-        self._background(self._forget_metadata(arcid, changes))
+        self._forget_metadata(arcid)
 
-    async def _forget_metadata(self, arcid: str, changes: Changes) -> None:
-        await self.apply_changes(changes)
+    def _forget_metadata(self, arcid: str) -> None:
+        """metadata.json shows new text: the kernel's idea of its size must go."""
         inode = self.inodes.known(self._metadata_node(arcid))
         if inode is not None:
-            await invalidate.forget_attributes(inode)
+            self._background(invalidate.forget_attributes(inode))
 
     # -- names --------------------------------------------------------------------
 
     @fuse_errors
+    @bounded
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         arcid = self._archive_folder(parent_inode)
         text = name.decode("utf-8", "surrogateescape")
@@ -578,12 +597,12 @@ class LrrOperations(pyfuse3.Operations):
             if archive.document.has_draft:
                 log.info("%s/metadata.json: unsaved text discarded", archive.name)
             self._new_metadata_node(arcid)
-            changes = await self.library.revert_metadata(arcid)
-            self._background(self.apply_changes(changes))
+            await self.library.revert_metadata(arcid)
         else:
             raise pyfuse3.FUSEError(errno.EACCES)
 
     @fuse_errors
+    @bounded
     async def rename(
         self,
         parent_inode_old: int,
@@ -660,12 +679,12 @@ class LrrOperations(pyfuse3.Operations):
         if self.library.find(new) is not None:
             raise pyfuse3.FUSEError(errno.EEXIST)
         try:
-            changes = await self.library.set_title(archive.arcid, new)
+            await self.library.set_title(archive.arcid, new)
         except (EditError, LrrError) as exc:
             log.error("renaming %r to %r failed: %s", archive.meta.title, new, exc)
             raise pyfuse3.FUSEError(errno_for(exc)) from None
         log.info("retitled %r as %r", old, new)
-        self._background(self._forget_metadata(archive.arcid, changes))
+        self._forget_metadata(archive.arcid)
 
     @fuse_errors
     async def mkdir(self, parent_inode, name, mode, ctx):  # type: ignore[no-untyped-def]
@@ -692,7 +711,30 @@ class LrrOperations(pyfuse3.Operations):
     def _background(self, job: Coroutine[Any, Any, object]) -> None:
         start_quietly(self._nursery, job, "background kernel update")
 
-    async def apply_changes(self, changes: Changes) -> None:
+    def _library_changed(self, changes: Changes) -> None:
+        """Folders came, went or moved: the kernel must forget the old names before a
+        listing shows the new ones (`_settle`), or a cached name outlives its folder."""
+        if self._nursery is None:
+            return  # not mounted yet: the kernel knows nothing
+        if self._forgetting == 0:
+            self._forgotten = trio.Event()
+        self._forgetting += 1
+        self._background(self._forget_changes(changes))
+
+    async def _forget_changes(self, changes: Changes) -> None:
+        try:
+            await self._apply_changes(changes)
+        finally:
+            self._forgetting -= 1
+            if self._forgetting == 0:
+                self._forgotten.set()
+
+    async def _settle(self) -> None:
+        """Wait until the kernel has forgotten what the library dropped."""
+        if self._forgetting:
+            await self._forgotten.wait()
+
+    async def _apply_changes(self, changes: Changes) -> None:
         """Drop what the kernel cached of names and files that changed on the server."""
         root = pyfuse3.ROOT_INODE
         for _arcid, old_name in changes.removed:

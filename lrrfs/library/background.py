@@ -1,32 +1,96 @@
-"""Work nobody waits for (prefetch, retries of placeholders): it must never end the mount.
+"""Work nobody waits for (refreshes, prefetch, kernel updates): it must never end the mount.
 
 Such work runs in the mount's own nursery, where an escaping exception would stop the
-whole file system. A nursery inside it may raise a group mixing a cancellation with the
-real failure: the failure is logged, the cancellation still passes.
+whole file system. Every piece of it runs `quietly`: a failure is reported to `FAILURES`
+(logged once per kind a minute, kept for `lrrfs status`) and the mount goes on. A nursery
+inside may raise a group mixing a cancellation with real failures (trio's strict
+exception groups): the failures are reported, the cancellation still passes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Coroutine
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import trio
 
+from ..client import LrrError
+from ..client.errors import printable
+
 log = logging.getLogger(__name__)
+
+LOG_EVERY = 60.0  # seconds: one log line per kind of failure at most this often
+KEPT = 10  # recent failures `lrrfs status` shows
+
+
+class Failures:
+    """Failures of background work: logged, throttled, and the last few kept."""
+
+    def __init__(self, every: float = LOG_EVERY, kept: int = KEPT) -> None:
+        self._every = every
+        self._logged: dict[tuple[str, str], float] = {}
+        self._silenced: dict[tuple[str, str], int] = {}
+        self.recent: deque[dict[str, Any]] = deque(maxlen=kept)
+        self.count = 0
+
+    def report(self, what: str, exc: BaseException) -> None:
+        """A server's fault is a warning; anything else is a bug in lrrfs, with its traceback."""
+        self.count += 1
+        bug = not isinstance(exc, LrrError)
+        text = printable(str(exc) or type(exc).__name__, 300)
+        self.recent.append({"time": time.time(), "what": what, "error": text, "bug": bug})
+        kind = (what.split(" ", 1)[0], type(exc).__name__)
+        now = time.monotonic()
+        if now - self._logged.get(kind, -self._every) < self._every:
+            self._silenced[kind] = self._silenced.get(kind, 0) + 1
+            return
+        self._logged[kind] = now
+        silenced = self._silenced.pop(kind, 0)
+        more = f" ({silenced} more like it not logged)" if silenced else ""
+        if bug:
+            log.error("%s failed (a bug in lrrfs; the mount goes on)%s", what, more, exc_info=exc)
+        else:
+            log.warning("%s failed: %s%s", what, text, more)
+
+
+FAILURES = Failures()  # one mount per process
+
+
+def failures_in(group: BaseExceptionGroup) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from failures_in(exc)
+        else:
+            yield exc
 
 
 async def quietly(job: Awaitable[object], what: str) -> None:
+    """Await `job`; a failure is reported, never raised (a cancellation still is)."""
     try:
         await job
     except BaseExceptionGroup as group:
         cancelled, failures = group.split(trio.Cancelled)
         if failures is not None:
-            log.info("%s failed: %s", what, "; ".join(map(str, failures.exceptions)))
+            for exc in failures_in(failures):
+                FAILURES.report(what, exc)
         if cancelled is not None:
             raise cancelled from None
     except Exception as exc:
-        log.info("%s failed: %s", what, exc)
+        FAILURES.report(what, exc)
+
+
+async def repeat(
+    work: Callable[[], Awaitable[object]], interval: float, what: str, first: float | None = None
+) -> None:
+    """`work()` every `interval` seconds (the first after `first`), quietly, for ever."""
+    delay = interval if first is None else first
+    while True:
+        await trio.sleep(delay)
+        delay = interval
+        await quietly(work(), what)
 
 
 def start_quietly(

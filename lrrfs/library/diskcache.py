@@ -76,7 +76,10 @@ class DiskCache:
     def __init__(self, root: Path, cap: int) -> None:
         self.root = root / VERSION_DIR
         self.cap = cap
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Titles, pages and covers are the user's business: folders only they can open.
+        for folder in (root.parent, root, self.root):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root.chmod(0o700)  # the server's folder is ours alone, even if an older lrrfs made it
         self._used = 0
         self._written = 0  # bytes written by this process, ever: eviction's scans miss some
         self._evictor: threading.Thread | None = None

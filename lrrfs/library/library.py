@@ -57,6 +57,7 @@ METADATA_NAME = "metadata.json"
 THUMBNAIL_NAME = "thumbnail.jpg"
 ZIP_EXTENSIONS = frozenset({"zip", "cbz"})
 SIZE_FETCHES = 4  # pages fetched at once when sizes must come from the pages themselves
+MAX_DIRECTORY = 64 << 20  # bytes of a zip's central directory: 100,000 pages take ~10 MB
 INDEX_KEY = "archives"
 PAGE_NAME_RE = re.compile(r"\d{3,}\.[a-z0-9]{1,5}")
 
@@ -165,6 +166,8 @@ class Library:
         self._buffers = BufferPool()
         self.prefetcher = Prefetcher(self._prefetch_pages)
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
+        # Folders came, went, moved or changed (the kernel may know the old ones).
+        self.on_changes: Callable[[Changes], None] = lambda changes: None
         # A page fetched ahead of a reader is in memory: (arcid, index, bytes).
         self.on_page_ahead: Callable[[str, int, bytes], None] = lambda arcid, index, data: None
         self._store.on_ahead = lambda arcid, index, data: self.on_page_ahead(arcid, index, data)
@@ -268,6 +271,7 @@ class Library:
             self.views.update(a.meta for a in self._archives.values())
         if changes:
             self.total_size = sum(a.meta.size or 0 for a in self._archives.values())
+            self.on_changes(changes)
         return changes
 
     def _update_meta(self, archive: Archive, meta: ArchiveMeta) -> None:
@@ -552,6 +556,8 @@ class Library:
         end = directory.offset + directory.size
         if directory.offset < 0 or end > size:
             raise NotAZip("central directory out of bounds")
+        if directory.size > MAX_DIRECTORY:
+            raise NotAZip(f"a central directory of {directory.size} bytes")
         if directory.offset >= start:
             data = tail[directory.offset - start : end - start]
         else:

@@ -275,7 +275,7 @@ class PageStore:
 
     async def _from_page_api(self, pages: PageSet, index: int) -> bytes:
         page = pages.pages[index]
-        data = await self._client.page(pages.arcid, page.ref)
+        data = await self._client.page(pages.arcid, page.ref, page.size)
         if len(data) != page.size:
             raise BadResponse(
                 f"{pages.title}/{page.name}: the server sent {len(data)} bytes "

@@ -22,7 +22,8 @@ from typing import Union
 import trio
 from cachetools import LRUCache
 
-from ..client import ArchiveMeta, Category, LrrClient, LrrError
+from ..client import ArchiveMeta, Category, LrrClient
+from .background import quietly
 from .names import safe_name
 from .singleflight import SingleFlight
 
@@ -124,36 +125,33 @@ class Views:
         }
 
     async def refresh(self) -> None:
-        """Ask the server again what only it knows. A part that fails keeps its last answer."""
+        """Ask the server again what only it knows. A part that fails keeps its last
+        answer, and says why in the log: a refresh never raises."""
         self._searches.clear()  # searches are asked again when next looked at
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._refresh_untagged)
-            nursery.start_soon(self._refresh_categories)
+            nursery.start_soon(quietly, self._refresh_untagged(), "views: untagged archives")
+            nursery.start_soon(quietly, self._refresh_categories(), "views: categories")
 
     async def _refresh_untagged(self) -> None:
-        try:
-            self._untagged = frozenset(await self._client.untagged())
-        except LrrError as exc:
-            log.warning("views: untagged archives not refreshed: %s", exc)
+        self._untagged = frozenset(await self._client.untagged())
 
     async def _refresh_categories(self) -> None:
-        try:
-            named = category_folders(await self._client.categories())
-            folders: Tree = {}
+        named = category_folders(await self._client.categories())
+        folders: Tree = {}
 
-            async def fill(name: str, category: Category) -> None:
-                # A category with a search holds what the server finds for it.
-                if category.search:
-                    folders[name] = await self.search(category.search)
-                else:
-                    folders[name] = frozenset(category.archives)
+        async def fill(name: str, category: Category) -> None:
+            # A category with a search holds what the server finds for it; if the server
+            # cannot say now, what it found last time.
+            if not category.search:
+                folders[name] = frozenset(category.archives)
+                return
+            previous = self._categories.get(name)
+            folders[name] = previous if isinstance(previous, frozenset) else frozenset()
+            folders[name] = await self.search(category.search)
 
-            async with trio.open_nursery() as nursery:
-                for name, category in named.items():
-                    nursery.start_soon(fill, name, category)
-        except LrrError as exc:
-            log.warning("views: categories not refreshed: %s", exc)
-            return
+        async with trio.open_nursery() as nursery:
+            for name, category in named.items():
+                nursery.start_soon(quietly, fill(name, category), f"views: category {name!r}")
         self._categories = folders
 
     async def search(self, query: str) -> frozenset[str]:
