@@ -282,3 +282,25 @@ def test_archive_bytes_survive_drops_mid_stream(server, mount, library, tmp_path
     copied = (mount.path / "Comic 12" / "Comic 12.zip").read_bytes()
     original = (library / "Comic 12.zip").read_bytes()
     assert hashlib.sha256(copied).digest() == hashlib.sha256(original).digest()
+
+
+def test_a_server_ignoring_range_sends_the_archive_file_once(tmp_path):
+    """A server that answers every Range request with the whole file: the archive's parts
+    go on from one stream instead of each asking from byte 0 again (quadratic traffic)."""
+    library = tmp_path / "big-library"
+    library.mkdir()
+    make_archive(library / "Big.zip", 24, page_bytes=1_000_000)
+    original = (library / "Big.zip").read_bytes()
+    with (
+        start_server(library, tmp_path) as server,
+        start_mount(server, tmp_path / "lrr", args=("--cache-size", "0")) as mount,
+    ):
+        folder = mount.path / "Big"
+        assert "Big.zip" in os.listdir(folder)  # the zip's directory is read now
+        server.faults(rules=[{"match": r"GET .*/download", "action": "ignore_range"}])
+        server.clear_requests()
+        copied = (folder / "Big.zip").read_bytes()
+        downloads = [r for r in server.requests() if "/download" in r["path"]]
+    assert hashlib.sha256(copied).digest() == hashlib.sha256(original).digest()
+    # Each part alone would be ~10 requests and ~100 MB sent; one stream is a request or two.
+    assert len(downloads) <= 2, downloads

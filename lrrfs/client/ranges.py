@@ -21,8 +21,11 @@ import http.client
 import logging
 import re
 import socket
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import trio
 
@@ -140,6 +143,89 @@ class RangeJob:
         self._waiters = still
 
 
+@dataclass(slots=True)
+class _Stream:
+    """A whole-file answer to a Range request, read up to `position` (the file's byte)."""
+
+    conn: http.client.HTTPConnection
+    response: http.client.HTTPResponse
+    position: int
+
+
+PARKED = 4  # whole-file answers kept open to go on from, at most (each holds a connection)
+TURN_POLL = 0.25  # seconds between looks of a worker waiting for its archive's turn
+
+
+class WholeFiles:
+    """Whole-file answers to Range requests, kept open for the next part to go on from.
+
+    A server that ignores Range sends the whole file to every request: asking
+    anew for each part would download the file from its start again and again
+    (quadratic traffic). Once a server was seen doing so, the parts of an archive
+    take turns: each goes on from where the archive's stream stands (skipping
+    forward if need be), and only a part before it asks anew. A worker waits for
+    its turn at most `wait` seconds, then asks on its own.
+    """
+
+    def __init__(self, wait: float) -> None:
+        self.seen = False  # the server answered a Range request with the whole file
+        self._wait = wait
+        self._cond = threading.Condition()
+        self._parked: dict[str, _Stream] = {}
+        self._busy: set[str] = set()  # archives whose turn a worker holds
+        self._waiting: dict[str, list[int]] = {}  # archive -> first bytes wanted by waiters
+
+    def claim(
+        self, arcid: str, first: int, aborted: Callable[[], bool]
+    ) -> tuple[bool, _Stream | None]:
+        """Wait for the archive's turn: whether it was taken (then `release` it), and
+        the stream to go on from (None: ask anew)."""
+        with self._cond:
+            waiting = self._waiting.setdefault(arcid, [])
+            waiting.append(first)
+            deadline = time.monotonic() + self._wait
+            try:
+                while not aborted() and (left := deadline - time.monotonic()) > 0:
+                    if arcid not in self._busy:
+                        stream = self._parked.get(arcid)
+                        if stream is None or stream.position > first:
+                            self._busy.add(arcid)
+                            self._close(arcid)
+                            return True, None
+                        if not any(stream.position <= other < first for other in waiting):
+                            del self._parked[arcid]  # nobody waits for earlier bytes: ours
+                            self._busy.add(arcid)
+                            return True, stream
+                    self._cond.wait(min(TURN_POLL, left))
+                return False, None
+            finally:
+                waiting.remove(first)
+                if not waiting:
+                    del self._waiting[arcid]
+
+    def release(self, arcid: str, turn: bool, stream: _Stream | None) -> None:
+        """The worker is done: `stream`, if any, waits for the next part."""
+        with self._cond:
+            if turn:
+                self._busy.discard(arcid)
+            if stream is not None:
+                self._close(arcid)
+                if len(self._parked) >= PARKED:
+                    self._close(next(iter(self._parked)))  # the oldest
+                self._parked[arcid] = stream
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            for arcid in list(self._parked):
+                self._close(arcid)
+
+    def _close(self, arcid: str) -> None:
+        stream = self._parked.pop(arcid, None)
+        if stream is not None:
+            stream.conn.close()
+
+
 class RangePool:
     """Worker threads sending Range requests for `/download` to one server.
 
@@ -160,6 +246,7 @@ class RangePool:
         self._headers = tuple(headers.items())  # the Authorization header, if any
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="lrrfs-range")
         self._jobs: set[RangeJob] = set()
+        self._whole_files = WholeFiles(connections.endpoint.timeout)
 
     def submit(self, arcid: str, start: int, buffer: memoryview, total: int) -> RangeJob:
         """Start filling `buffer` from byte `start`; call on the trio thread."""
@@ -176,6 +263,7 @@ class RangePool:
         for job in list(self._jobs):
             job.abort()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._whole_files.close()
 
     # -- in a worker thread -----------------------------------------------------
 
@@ -186,10 +274,19 @@ class RangePool:
             if job.aborted:
                 error = JobAborted(f"{job.what}: given up")
                 break
-            conn = self._connections.take()
             before = job.filled
+            turn, stream = False, None
+            if self._whole_files.seen:
+                turn, stream = self._whole_files.claim(
+                    job.arcid, job.start + job.filled, lambda: job.aborted
+                )
+            conn = self._connections.take() if stream is None else stream.conn
+            kept: _Stream | None = None
             try:
-                if self._transfer(conn, job):
+                outcome = self._transfer(conn, job, stream)
+                if isinstance(outcome, _Stream):
+                    kept = outcome
+                elif outcome:
                     self._connections.give(conn)
                 else:
                     conn.close()
@@ -214,15 +311,37 @@ class RangePool:
                 error = LrrError(f"{job.what}: internal error: {exc!r}")
             finally:
                 job._sock = None
+                if turn or kept is not None:
+                    self._whole_files.release(job.arcid, turn, kept)
         job.finish(error)
 
-    def _transfer(self, conn: http.client.HTTPConnection, job: RangeJob) -> bool:
-        """One request for what the job still lacks; raises on any mismatch.
+    def _transfer(
+        self, conn: http.client.HTTPConnection, job: RangeJob, stream: _Stream | None
+    ) -> bool | _Stream:
+        """What the job still lacks, from a new request or from `stream` (a whole-file
+        answer read up to before it); raises on any mismatch.
 
-        Returns whether the connection can serve another request.
+        Returns whether the connection can serve another request, or the whole-file
+        answer to go on from.
         """
         first = job.start + job.filled
         last = job.start + job.length - 1
+        if stream is None:
+            response = self._request(conn, job, first, last)
+            skip = self._check_response(response, job, first, last)
+        else:
+            job._sock = conn.sock
+            response, skip = stream.response, first - stream.position
+        self._discard(response, skip)
+        self._read_body(response, job, last - first + 1)
+        if response.status == 200 and not response.isclosed():
+            self._whole_files.seen = True  # the rest of the file is there for the next part
+            return _Stream(conn, response, last + 1)
+        return response.isclosed() and not response.will_close
+
+    def _request(
+        self, conn: http.client.HTTPConnection, job: RangeJob, first: int, last: int
+    ) -> http.client.HTTPResponse:
         conn.putrequest(
             "GET", f"{self._prefix}/api/archives/{job.arcid}/download", skip_accept_encoding=True
         )
@@ -234,12 +353,7 @@ class RangePool:
         job._sock = conn.sock
         if job.aborted:  # aborted between the check and now: the socket was not shut yet
             raise ConnectionAbortedError("given up")
-        response = conn.getresponse()
-        skip = self._check_response(response, job, first, last)
-        self._discard(response, skip)
-        self._read_body(response, job, last - first + 1)
-        # A whole file sent for a range (status 200) still has its rest unread.
-        return response.isclosed() and not response.will_close
+        return conn.getresponse()
 
     def _check_response(
         self, response: http.client.HTTPResponse, job: RangeJob, first: int, last: int
