@@ -5,7 +5,8 @@
 
 Standard library only: it runs before anything is installed. It installs the
 Debian packages that are missing (as root, with apt-get), makes a virtual
-environment in .venv beside pyproject.toml and installs lrrfs into it.
+environment in .venv beside pyproject.toml, installs lrrfs into it and links the
+`lrrfs` command into /usr/local/bin (as root; else ~/.local/bin).
 """
 
 from __future__ import annotations
@@ -67,12 +68,39 @@ def install_venv() -> Path:
     return python
 
 
+def link_command() -> None:
+    """Put `lrrfs` where a shell finds it: /usr/local/bin as root, else ~/.local/bin.
+
+    A link to the virtual environment's script (which runs with its own Python); a file
+    of that name that is not a link is someone else's, and stays.
+    """
+    script = VENV / "bin" / "lrrfs"
+    folder = Path("/usr/local/bin") if os.geteuid() == 0 else Path.home() / ".local" / "bin"
+    link = folder / "lrrfs"
+    if link.exists() and not link.is_symlink():
+        print(f"bootstrap: {link} is not lrrfs's: run {script}", flush=True)
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / ".lrrfs.link"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(script)
+        os.replace(temporary, link)
+    except OSError as exc:
+        print(f"bootstrap: cannot link {link} ({exc.strerror}): run {script}", flush=True)
+        return
+    found = shutil.which("lrrfs")
+    hint = "" if found == str(link) else f" ({folder} is not on your PATH: add it, or run {link})"
+    print(f"bootstrap: the lrrfs command is {link}{hint}", flush=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test"):
         print(__doc__, file=sys.stderr)
         return 2
     install_debian_packages()
     python = install_venv()
+    link_command()
     os.chdir(ROOT)
     if argv[0] == "demo":
         mountpoint = argv[1] if len(argv) > 1 else "/tmp/lrrfs-demo"

@@ -60,14 +60,18 @@ def default_cache_root() -> Path:
 
 
 def server_folder_name(url: str) -> str:
-    """A folder name for one server: readable host and port, and a hash of the whole URL."""
+    """A folder name for one server's cache: its host (and path), not its port or scheme,
+    which change (a demo's or a test's free port, http behind a new proxy).
+
+    Sharing is safe: what is cached is filed by archive id and size, the page lists by the
+    API generation too, and the archive list by the server's whole URL."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url.rstrip("/"))
+    where = f"{parts.hostname or 'server'}{parts.path}"
     host = "".join(c if c.isalnum() or c in "-." else "_" for c in (parts.hostname or "server"))
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    digest = hashlib.sha1(url.rstrip("/").encode("utf-8")).hexdigest()[:10]
-    return f"{host}_{port}-{digest}"
+    digest = hashlib.sha1(where.encode("utf-8")).hexdigest()[:10]
+    return f"{host}-{digest}"
 
 
 class DiskCache:

@@ -58,7 +58,6 @@ THUMBNAIL_NAME = "thumbnail.jpg"
 ZIP_EXTENSIONS = frozenset({"zip", "cbz"})
 SIZE_FETCHES = 4  # pages fetched at once when sizes must come from the pages themselves
 MAX_DIRECTORY = 64 << 20  # bytes of a zip's central directory: 100,000 pages take ~10 MB
-INDEX_KEY = "archives"
 PAGE_NAME_RE = re.compile(r"\d{3,}\.[a-z0-9]{1,5}")
 
 
@@ -188,7 +187,7 @@ class Library:
         if self._progress and not self.info.tracks_progress:
             log.info("the server does not track reading progress: none is sent")
             self._progress = False
-        body = await self._disk_get("index", INDEX_KEY)
+        body = await self._disk_get("index", self._index_key)
         if body is not None:
             try:
                 self._apply_body(body, await trio.to_thread.run_sync(self._parse, body))
@@ -207,9 +206,14 @@ class Library:
         if self._digest(body) != self._index_digest:
             metas = await trio.to_thread.run_sync(self._parse, body)
             changes = self._apply_body(body, metas)
-            self._disk_put("index", INDEX_KEY, body)
+            self._disk_put("index", self._index_key, body)
         await self._refresh_views()
         return changes
+
+    @property
+    def _index_key(self) -> str:
+        """The archive list is this server's own (a cache folder serves a whole host)."""
+        return f"archives {self.client.api_url('')}"
 
     @staticmethod
     def _digest(body: bytes) -> bytes:
@@ -472,7 +476,9 @@ class Library:
         return f"{archive.cache_key}/{'resized' if self._resized else 'original'}"
 
     async def _load_pages(self, archive: Archive) -> list[Page]:
-        key = self._pages_key(archive)
+        # Page URLs differ between API generations (two servers may share a cache folder).
+        old_server = self.info is not None and not self.info.has_files_route
+        key = f"{self._pages_key(archive)}{'/extract' if old_server else ''}"
         cached = await self._disk_get("pages", key)
         if cached is not None:
             try:
