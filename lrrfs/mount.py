@@ -89,7 +89,8 @@ def prepare_mountpoint(mountpoint: Path) -> bool:
 def fuse_options(options: MountOptions) -> set[str]:
     source = (options.fsname or options.url).replace(",", "%2C")
     result = set(pyfuse3.default_options) | {f"fsname={source}", "subtype=lrrfs", "noatime"}
-    # read_only is not the kernel's ro: editors' scratch files stay writable (docs/editing.md)
+    if options.read_only:
+        result.add("ro")  # the kernel's too: findmnt says ro, writers get EROFS at once
     result |= options.kernel_options
     if options.allow_other:
         result.add("allow_other")

@@ -123,7 +123,8 @@ read_only = true
         assert (info.st_uid, info.st_gid) == (1234, 2345)
         with pytest.raises(OSError) as raised:
             open(mount.path / "Book 0" / "metadata.json", "r+b")  # noqa: SIM115
-        assert raised.value.errno == errno.EACCES  # read_only: nothing can be saved
+        assert raised.value.errno == errno.EROFS  # read_only: nothing can be saved
+        assert "ro" in mount_options_of(mount.path)  # the kernel's mount is read-only too
         state = status_json(mount.path, env)
         assert state["cache_max_bytes"] == 7 * MIB
         assert state["read_only"] is True
@@ -297,3 +298,13 @@ def re_flags(cell: str) -> list[str]:
     import re
 
     return [w.split()[0].split("=")[0] for w in re.findall(r"`([^`]+)`", cell)]
+
+
+def mount_options_of(path: Path) -> list[str]:
+    """The per-mount options the kernel shows for `path` (findmnt's OPTIONS: rw or ro...)."""
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            fields = line.split()
+            if fields[4] == str(path):
+                return fields[5].split(",")
+    raise AssertionError(f"{path} is not mounted")
