@@ -161,6 +161,9 @@ def test_search_folders_appear_when_looked_up(mount, views_server):
     assert listing(mount, "@search/color") == ["Alpha", "Beta"]
     assert (search / "no such thing").is_dir() and os.listdir(search / "no such thing") == []
     assert not (search / ".hidden").exists()  # file managers' probes are not searches
+    for probe in ("metadata.json", "folder.jpg", "desktop.ini", "Thumbs.db", ".directory"):
+        assert not (search / probe).exists(), probe
+    assert [str(p.relative_to(mount.path)) for p in mount.path.glob("@*/metadata.json")] == []
     assert os.readlink(search / "color" / "Beta") == "../../Beta"
     assert os.listdir(search) == []  # looked-up searches are still not listed
     asked = [r["path"] for r in views_server.requests() if r["path"].startswith("/api/search")]

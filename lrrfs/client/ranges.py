@@ -353,7 +353,13 @@ class RangePool:
         job._sock = conn.sock
         if job.aborted:  # aborted between the check and now: the socket was not shut yet
             raise ConnectionAbortedError("given up")
-        return conn.getresponse()
+        response = conn.getresponse()
+        # -v logs every request: these too, though they do not go through httpx
+        log.debug(
+            "HTTP Request: GET %s/api/archives/%s/download Range bytes=%d-%d \"HTTP/1.1 %d\"",
+            self._prefix, job.arcid, first, last, response.status,
+        )  # fmt: skip
+        return response
 
     def _check_response(
         self, response: http.client.HTTPResponse, job: RangeJob, first: int, last: int

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Union
@@ -83,10 +84,16 @@ def category_folders(categories: Iterable[Category]) -> dict[str, Category]:
     return named
 
 
+# Names programs probe for in every folder: `*/metadata.json` globs, file managers' covers
+# and settings. A query never looks like a file name.
+FILE_NAME_RE = re.compile(r".*\.[A-Za-z][A-Za-z0-9]{1,4}")
+
+
 def searchable(query: str) -> bool:
     """A folder name that can be sent as a query: not a hidden name (file managers look up
-    `.hidden`, `.directory`, `.Trash-1000` in every folder), no undecodable bytes."""
-    if query.startswith("."):
+    `.hidden`, `.directory`, `.Trash-1000` in every folder), not a file's name
+    (`metadata.json`, `folder.jpg`, `desktop.ini`), no undecodable bytes."""
+    if query.startswith(".") or FILE_NAME_RE.fullmatch(query):
         return False
     try:
         query.encode("utf-8")
