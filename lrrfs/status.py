@@ -127,7 +127,7 @@ def snapshot(options: MountOptions, library: Library, started: float) -> dict[st
         "disk_cache_bytes": library.disk_cache_usage()[0],
         "disk_cache_max_bytes": library.disk_cache_usage()[1],
         "requests": stats.requests,
-        "errors": stats.errors,
+        "errors": stats.errors + FAILURES.count,  # requests failed, and what else failed
         "in_flight": stats.in_flight,
         "background_failures": FAILURES.count,
         "problems": list(FAILURES.recent),  # the last background failures, newest last

@@ -16,7 +16,7 @@ from lrrfs.testserver.samples import make_archive
 from .conftest import KEY, start_mount, start_server, wait_for
 from .terminal import Terminal
 
-BOOKS = 24
+BOOKS = 25
 
 
 @pytest.fixture(scope="module", params=["0.9", "0.7"], ids=lambda g: f"lrr{g}")
@@ -303,7 +303,7 @@ BAD_DOCUMENTS = {
     "wrong type": (b'{"title": "x", "tags": 5}', '"tags" must be a list'),
     "empty title": (b'{"title": "  "}', '"title" must not be empty'),
     "unknown key": (b'{"title": "x", "colour": "red"}', "unknown field 'colour'"),
-    "read-only field": (b'{"title": "x", "pagecount": 999}', '"pagecount" is read-only'),
+    "read-only field only": (b'{"pagecount": 999}', '"pagecount" is read-only'),
 }
 
 
@@ -316,13 +316,55 @@ def test_an_invalid_save_fails_and_loses_nothing(book, case):
         handle.write(content)
     assert failure.value.errno == errno.EINVAL
     assert book.on_server() == before
-    assert book.file.read_bytes() == content  # the user's text stays readable
+    note, kept = kept_text(book)
+    assert kept == content  # the user's text stays readable...
+    assert reason.encode() in note  # ...under a note saying why, where the user looks
     log = book.mount.log_text()
     assert f"saving metadata.json of '{before['title']}' failed" in log and reason in log
     assert KEY not in log
     # A later valid save applies, and the mount shows the server's version again.
     book.file.write_text(json.dumps({"title": before["title"], "tags": before["tags"]}))
     assert book.shown()["arcid"] == book.arcid
+
+
+def kept_text(book: Book) -> tuple[bytes, bytes]:
+    """The note lrrfs put at the top of a text it could not save, and the text itself."""
+    text = book.file.read_bytes()
+    assert text.startswith(b"# lrrfs: this text was NOT saved: "), text[:200]
+    lines = text.splitlines(keepends=True)
+    note = b"".join(line for line in lines[:3] if line.startswith(b"#"))
+    return note, text[len(note) :]
+
+
+@uses(23)
+def test_sed_over_the_whole_file_changes_the_title_and_ignores_filename(book):
+    """`sed -i s/Old/New/` also hits "filename" when it equals the title: what the user
+    meant (the title) is saved, the read-only field's change ignored with a warning."""
+    before = book.on_server()
+    subprocess.run(["sed", "-i", "s/Book 23/Renamed 23/g", str(book.file)], check=True)
+    assert_saved(book, "Renamed 23")
+    shown = json.loads((book.mount.path / "Renamed 23" / "metadata.json").read_text())
+    assert shown.get("filename") == before.get("filename")
+    if before.get("filename") == "Book 23":  # the current generation shows it
+        assert "ignoring a change to the read-only 'filename'" in book.mount.log_text()
+
+
+@uses(24)
+def test_an_editor_keeping_its_path_saves_twice_after_a_title_change(book):
+    """Like gedit or Mousepad: the first save renames the folder, the second goes through
+    the path the editor still holds. Other programs see only the new name."""
+    old_path = book.file
+    old_path.write_text(book.edited(title="Renamed 24"))
+    assert_saved(book, "Renamed 24")
+    old_path.write_text(book.edited(title="Renamed 24", tags=["saved:twice"]))  # old path
+    assert book.on_server()["title"] == "Renamed 24"
+    assert book.on_server()["tags"] == ["saved:twice"]
+    names = os.listdir(book.mount.path)
+    assert "Renamed 24" in names and "Book 24" not in names  # never listed twice
+    other = subprocess.run(["stat", str(book.folder)], capture_output=True, text=True)
+    assert other.returncode != 0  # another program: the old name is gone
+    subprocess.run(["mv", str(book.mount.path / "Renamed 24"), str(book.folder)], check=True)
+    assert wait_for(lambda: "Book 24" in os.listdir(book.mount.path), timeout=10)
 
 
 @uses(18)
@@ -366,7 +408,7 @@ def test_a_server_error_fails_the_save_and_keeps_the_text(book, fault, code):
         book.file.unlink()
         return
     assert book.on_server()["title"] == before["title"]
-    assert book.file.read_text() == text  # kept as a draft...
+    assert kept_text(book)[1].decode() == text  # kept as a draft...
     with open(book.file, "a") as handle:  # ...and a later save applies it.
         handle.write("\n")
     assert book.on_server()["title"] == "Failed 19"
@@ -390,7 +432,7 @@ def test_a_failed_save_in_vim_is_reported_and_a_good_one_applies(book):
 def test_deleting_metadata_json_reverts_to_the_servers_version(book):
     with pytest.raises(OSError):
         book.file.write_text("not json")
-    assert book.file.read_text() == "not json"
+    assert kept_text(book)[1] == b"not json"
     book.file.unlink()
     assert book.shown()["title"] == "Book 21"
     assert "metadata.json" in os.listdir(book.folder)

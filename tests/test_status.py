@@ -181,3 +181,36 @@ def test_a_thumbnailer_pass_costs_one_request_per_page_once(
         listing = sorted(set(served) - set(pages) - set(cover))
         assert len(listing) == len(served) - len(pages) - len(cover) <= 2, served
         assert wait_for(lambda: status_json(mountpoint, env)["requests"] - before == len(served), 6)
+
+
+def test_a_rejected_save_shows_in_status_and_on_the_desktop(
+    status_server: Server, tmp_path: Path
+) -> None:
+    """Why a save failed reaches the user where they look: `lrrfs status` (errors counted,
+    the last problems with their archive) and a desktop notification (notify-send)."""
+    programs = tmp_path / "bin"
+    programs.mkdir()
+    shown = tmp_path / "notifications"
+    notify_send = programs / "notify-send"  # records what it would have shown
+    notify_send.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> "{shown}"\n')
+    notify_send.chmod(0o755)
+    env = lrrfs_env(
+        tmp_path,
+        LRR_API_KEY=KEY,
+        DBUS_SESSION_BUS_ADDRESS="unix:path=/nonexistent",
+        PATH=f"{programs}:{os.environ['PATH']}",
+    )
+    mountpoint = tmp_path / "lrr"
+    with foreground_mount(mount_args(status_server, mountpoint), mountpoint, env):
+        document = mountpoint / "Volume 2" / "metadata.json"
+        with pytest.raises(OSError), open(document, "w") as handle:
+            handle.write('{"title": "x",,}')
+        assert wait_for(lambda: status_json(mountpoint, env)["errors"] >= 1, timeout=10)
+        problem = status_json(mountpoint, env)["problems"][-1]
+        assert problem["what"] == "saving metadata.json of 'Volume 2'"
+        assert "invalid JSON at line 1, column 15" in problem["error"]
+        table = run_lrrfs("status", env=env).stdout
+        assert "failed: saving metadata.json of 'Volume 2': invalid JSON" in table
+        assert wait_for(lambda: shown.exists() and "invalid JSON" in shown.read_text(), 10)
+        assert "lrrfs: saving metadata.json of 'Volume 2' failed" in shown.read_text()
+        document.unlink()  # back to the server's version

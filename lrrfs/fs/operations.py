@@ -23,9 +23,11 @@ from typing import Any
 import pyfuse3
 import trio
 
+from .. import notify
 from ..client import LrrError, NotFound
+from ..client.errors import printable
 from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Changes, Library
-from ..library.background import start_quietly
+from ..library.background import FAILURES, start_quietly
 from ..library.editing import EditError
 from . import invalidate, views
 from .calls import CallLimits, bounded
@@ -41,6 +43,7 @@ BLOCK_SIZE = 128 * 1024
 # st_blksize of the archive file: `cat` and `cp` read this much at once
 ARCHIVE_BLOCK_SIZE = 1 << 20
 UNPIN_GRACE = 1.0  # seconds
+FORMER_NAME = 1  # index of an archive folder's node under its former name: an inode of its own
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -150,12 +153,16 @@ class LrrOperations(pyfuse3.Operations):
         self.library.get(node.arcid)
         return node.arcid
 
-    async def _child(self, parent: Node, name: str) -> Node | None:
+    async def _child(self, parent: Node, name: str, pid: int = 0) -> Node | None:
+        """The node `name` in `parent`; `pid`: the program asking (see `find_former`)."""
         if parent.kind is Kind.ROOT:
             if name in self.library.view_names:
                 return views.view_node(name)
             archive = self.library.find(name)
-            return None if archive is None else Node(Kind.ARCHIVE, archive.arcid)
+            if archive is not None:
+                return Node(Kind.ARCHIVE, archive.arcid)
+            former = self.library.find_former(name, pid)  # listed no more, but still found
+            return None if former is None else Node(Kind.ARCHIVE, former.arcid, FORMER_NAME)
         if parent.kind is Kind.VIEW:
             return await views.child(self.library, parent, name)
         if parent.kind is not Kind.ARCHIVE:
@@ -222,6 +229,8 @@ class LrrOperations(pyfuse3.Operations):
             mtime_ns = self.scratch.get(node.index).mtime_ns
         attr.st_mode = self.ownership.mode(self._mode(node))
         attr.entry_timeout = attr.attr_timeout = timeout
+        if node.kind is Kind.ARCHIVE and node.index == FORMER_NAME:
+            attr.entry_timeout = 0  # looked up each time: it is there for its writers only
         attr.st_uid, attr.st_gid = self.ownership.uid, self.ownership.gid
         attr.st_blksize = ARCHIVE_BLOCK_SIZE if node.kind is Kind.ARCHIVE_FILE else BLOCK_SIZE
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime_ns
@@ -239,7 +248,7 @@ class LrrOperations(pyfuse3.Operations):
             return await self._attributes(parent)
         if name == b"..":
             return await self._attributes(ROOT)
-        child = await self._child(parent, name.decode("utf-8", "surrogateescape"))
+        child = await self._child(parent, name.decode("utf-8", "surrogateescape"), ctx.pid)
         if child is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return await self._attributes(child)
@@ -342,6 +351,7 @@ class LrrOperations(pyfuse3.Operations):
         direct_io = False
         if flags & WRITE_FLAGS:
             self._check_writable(node)
+            self.library.note_writer(node.arcid, ctx.pid)
             keep_cache = False
             if flags & os.O_TRUNC:
                 self._truncate(node, 0)
@@ -480,6 +490,7 @@ class LrrOperations(pyfuse3.Operations):
             return info, await self._attributes(existing)
         if not self.library.editable:
             raise pyfuse3.FUSEError(errno.EACCES)
+        self.library.note_writer(arcid, ctx.pid)
         scratch = self.scratch.create(arcid, text, mode)
         node = Node(Kind.SCRATCH, arcid, scratch.number)
         info = self._file_info(FileHandle(node), keep_cache=False, pin=True)
@@ -571,9 +582,16 @@ class LrrOperations(pyfuse3.Operations):
             await self.library.save_metadata(arcid)
         except (EditError, LrrError) as exc:
             log.error("saving metadata.json of %r failed: %s", title, exc)
+            self._tell_user(f"saving metadata.json of {title!r}", exc)
             raise pyfuse3.FUSEError(errno_for(exc)) from None
         log.info("saved metadata.json of %r", title)
         self._forget_metadata(arcid)
+
+    def _tell_user(self, what: str, exc: Exception) -> None:
+        """A change the user made failed: beyond the log and the errno (which editors word
+        vaguely), `lrrfs status` lists it and the desktop shows it."""
+        FAILURES.record(what, str(exc))
+        self._background(notify.desktop(f"lrrfs: {what} failed", printable(str(exc), 300)))
 
     def _forget_metadata(self, arcid: str) -> None:
         """metadata.json shows new text: the kernel's idea of its size must go."""
@@ -682,6 +700,7 @@ class LrrOperations(pyfuse3.Operations):
             await self.library.set_title(archive.arcid, new)
         except (EditError, LrrError) as exc:
             log.error("renaming %r to %r failed: %s", archive.meta.title, new, exc)
+            self._tell_user(f"renaming {archive.meta.title!r} to {new!r}", exc)
             raise pyfuse3.FUSEError(errno_for(exc)) from None
         log.info("retitled %r as %r", old, new)
         self._forget_metadata(archive.arcid)

@@ -36,12 +36,17 @@ class Failures:
         self.recent: deque[dict[str, Any]] = deque(maxlen=kept)
         self.count = 0
 
+    def record(self, what: str, reason: str, bug: bool = False) -> None:
+        """Keep a failure for `lrrfs status` (the caller logged it)."""
+        self.count += 1
+        text = printable(reason, 300)
+        self.recent.append({"time": time.time(), "what": what, "error": text, "bug": bug})
+
     def report(self, what: str, exc: BaseException) -> None:
         """A server's fault is a warning; anything else is a bug in lrrfs, with its traceback."""
-        self.count += 1
         bug = not isinstance(exc, LrrError)
         text = printable(str(exc) or type(exc).__name__, 300)
-        self.recent.append({"time": time.time(), "what": what, "error": text, "bug": bug})
+        self.record(what, text, bug)
         kind = (what.split(" ", 1)[0], type(exc).__name__)
         now = time.monotonic()
         if now - self._logged.get(kind, -self._every) < self._every:

@@ -9,13 +9,20 @@ is a conflict. Nothing reaches the server unless the whole document is valid.
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..client import ArchiveMeta
 from .metadata import EDITABLE_FIELDS, READ_ONLY_FIELDS, render_metadata
 
+log = logging.getLogger(__name__)
+
 MAX_DOCUMENT = 1 << 20  # bytes
+# Lines at the top that start with "#" are lrrfs's note on a failed save (as `git commit`
+# and `kubectl edit` do): JSON never starts with "#", and a save drops them.
+NOTE_LINES_RE = re.compile(rb"\A(?:[ \t]*#[^\n]*(?:\n|\Z))+")
 
 
 class EditError(Exception):
@@ -70,8 +77,11 @@ def _decode(data: bytes) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        reason = exc.msg.removesuffix(" at")  # "Invalid control character at": no cut line
+        if reason != exc.msg:
+            reason += " (inside a string, write a tab as \\t and a line break as \\n)"
         raise InvalidEdit(
-            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {reason}"
         ) from None
 
 
@@ -87,9 +97,14 @@ def _tags(value: Any) -> tuple[str, ...]:
     return tags
 
 
+def without_note(data: bytes) -> bytes:
+    """The text without lrrfs's note at its top (see `MetadataDocument.annotate`)."""
+    return NOTE_LINES_RE.sub(b"", data, count=1)
+
+
 def parse_document(data: bytes) -> Edit:
     """Check a saved metadata.json; raise InvalidEdit with the reason (and where)."""
-    document = _decode(data)
+    document = _decode(without_note(data))
     if not isinstance(document, dict):
         raise InvalidEdit("metadata.json must hold one JSON object { ... }")
     unknown = sorted(set(document) - set(EDITABLE_FIELDS) - set(READ_ONLY_FIELDS))
@@ -140,11 +155,11 @@ def merge(base: ArchiveMeta, edit: Edit, current: ArchiveMeta) -> MetadataChange
 
     None when there is nothing to change.
     """
-    for field, value in edit.read_only:
-        if value not in (getattr(base, field), getattr(current, field)):
-            raise InvalidEdit(
-                f'"{field}" is read-only; only {", ".join(EDITABLE_FIELDS)} can change'
-            )
+    read_only = [
+        field
+        for field, value in edit.read_only
+        if value not in (getattr(base, field), getattr(current, field))
+    ]
     changed: dict[str, Any] = {}
     for field in EDITABLE_FIELDS:
         mine = edit.value(field)
@@ -157,6 +172,15 @@ def merge(base: ArchiveMeta, edit: Edit, current: ArchiveMeta) -> MetadataChange
                 "delete metadata.json (rm) to see the server's version, then edit again"
             )
         changed[field] = mine
+    if read_only and not changed:
+        raise InvalidEdit(
+            f'"{read_only[0]}" is read-only; only {", ".join(EDITABLE_FIELDS)} can change'
+        )
+    if read_only:  # `sed -i s/Old/New/` also hits "filename" when it equals the title
+        log.warning(
+            "%r: ignoring a change to the read-only %s (only %s can change)",
+            current.title, ", ".join(map(repr, read_only)), ", ".join(EDITABLE_FIELDS),
+        )  # fmt: skip
     if not changed:
         return None
     if "summary" in changed and current.summary is None:
@@ -226,6 +250,20 @@ class MetadataDocument:
         """The whole text at once (a file renamed onto metadata.json)."""
         self.truncate(meta, 0)
         self.write(meta, 0, data)
+
+    def annotate(self, reason: str) -> None:
+        """A save failed: the kept text gets a note at its top saying why, which the next
+        save drops, so a user who opens the file again sees it where they look."""
+        if self._draft is None:
+            return
+        note = (
+            f"# lrrfs: this text was NOT saved: {' '.join(reason.split())}\n"
+            "# Fix it and save again (these lines at the top are dropped), or delete the file\n"
+            "# to see the server's version.\n"
+        ).encode("utf-8", "backslashreplace")
+        text = note + without_note(bytes(self._draft))
+        if len(text) <= MAX_DOCUMENT:
+            self._draft = bytearray(text)
 
     def saved(self) -> None:
         """A save succeeded, or the user reverted: show the server's version again."""

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import astuple, dataclass, field, replace
 from typing import Any
@@ -31,7 +32,15 @@ from ..client import (
 )
 from .background import start_quietly
 from .diskcache import DiskCache
-from .editing import Edit, EditConflict, EditNotAllowed, MetadataDocument, merge, parse_document
+from .editing import (
+    Edit,
+    EditConflict,
+    EditError,
+    EditNotAllowed,
+    MetadataDocument,
+    merge,
+    parse_document,
+)
 from .names import VIEW_MARK, NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
 from .pagestore import Page, PageSet, PageStore
@@ -57,6 +66,7 @@ METADATA_NAME = "metadata.json"
 THUMBNAIL_NAME = "thumbnail.jpg"
 ZIP_EXTENSIONS = frozenset({"zip", "cbz"})
 SIZE_FETCHES = 4  # pages fetched at once when sizes must come from the pages themselves
+FORMER_NAME_SECONDS = 3600.0  # a renamed folder's old name keeps working this long
 MAX_DIRECTORY = 64 << 20  # bytes of a zip's central directory: 100,000 pages take ~10 MB
 PAGE_NAME_RE = re.compile(r"\d{3,}\.[a-z0-9]{1,5}")
 
@@ -152,6 +162,8 @@ class Library:
         self.info: ServerInfo | None = None
         self._archives: dict[str, Archive] = {}
         self._by_name: dict[str, str] = {}
+        self._former: dict[str, tuple[str, float]] = {}  # old folder name -> (arcid, when)
+        self._writers: dict[tuple[str, int], float] = {}  # (arcid, pid) -> when it wrote
         self._pinned: dict[str, int] = {}  # arcid -> open editors: its folder keeps its name
         self._sorted_names: list[str] = []
         self.total_size = 0  # bytes of all archive files, as the server reports them
@@ -268,6 +280,7 @@ class Library:
             if archive.meta != meta:
                 self._update_meta(archive, meta)
                 changes.updated.append(arcid)
+        self._remember_former_names(changes)
         if changes.added or changes.removed or changes.renamed:
             self._by_name = {a.name: arcid for arcid, a in self._archives.items()}
             self._sorted_names = sorted(self._by_name)
@@ -311,9 +324,13 @@ class Library:
         archive = self.get(arcid)
         document = archive.document
         document.dirty = False
-        self._check_editable(archive)
-        edit = parse_document(document.content(archive.meta))
-        changes = await self._apply_edit(archive, edit, document.base)
+        try:
+            self._check_editable(archive)
+            edit = parse_document(document.content(archive.meta))
+            changes = await self._apply_edit(archive, edit, document.base)
+        except (EditError, LrrError) as exc:
+            document.annotate(str(exc))
+            raise
         document.saved()
         return changes
 
@@ -429,6 +446,38 @@ class Library:
     def find(self, name: str) -> Archive | None:
         arcid = self._by_name.get(name)
         return None if arcid is None else self._archives[arcid]
+
+    def find_former(self, name: str, pid: int) -> Archive | None:
+        """The archive whose folder had this name until a while ago (its title changed),
+        for a program that wrote in it: an editor that keeps its path (gedit, Mousepad)
+        goes on saving there. Other programs do not see the old name: `mv` back to it
+        must not find a folder there."""
+        arcid, when = self._former.get(name, ("", 0.0))
+        now = time.monotonic()
+        if now - when > FORMER_NAME_SECONDS or name in self._by_name:
+            return None
+        if now - self._writers.get((arcid, pid), -FORMER_NAME_SECONDS) > FORMER_NAME_SECONDS:
+            return None
+        return self._archives.get(arcid)
+
+    def note_writer(self, arcid: str, pid: int) -> None:
+        """Program `pid` writes in the archive's folder (see `find_former`)."""
+        self._writers[(arcid, pid)] = time.monotonic()
+
+    def _remember_former_names(self, changes: Changes) -> None:
+        now = time.monotonic()
+
+        def recent(when: float) -> bool:
+            return now - when <= FORMER_NAME_SECONDS
+
+        self._former = {
+            name: (arcid, when)
+            for name, (arcid, when) in self._former.items()
+            if recent(when) and arcid in self._archives
+        }
+        self._writers = {key: when for key, when in self._writers.items() if recent(when)}
+        for arcid, old, _new in changes.renamed:
+            self._former[old] = (arcid, now)
 
     def pin(self, arcid: str) -> None:
         """An editor works in the archive's folder: its name must not move under it
