@@ -43,6 +43,7 @@ from .models import (
     ServerInfo,
     Thumbnail,
     archive_id,
+    json_int,
     number,
 )
 from .ranges import CONTENT_RANGE_RE, JobAborted, RangeJob, RangePool
@@ -139,10 +140,7 @@ def iter_archives(body: bytes) -> Iterator[ArchiveMeta]:
     pos = _skip_space(text, pos + 1)
     closed = text.startswith("]", pos)
     while not closed:
-        try:
-            entry, pos = decoder.raw_decode(text, pos)
-        except (ValueError, RecursionError):  # RecursionError: nested past any real answer
-            raise BadResponse(f"{what}: the answer is not valid JSON") from None
+        entry, pos = _decode_entry(decoder, text, pos, what)
         try:
             yield ArchiveMeta.from_json(entry)
         except BadResponse as exc:
@@ -154,6 +152,23 @@ def iter_archives(body: bytes) -> Iterator[ArchiveMeta]:
         pos = _skip_space(text, pos + 1) if not closed else pos
     if _skip_space(text, pos + 1) != len(text):
         raise BadResponse(f"{what}: the answer is not valid JSON")
+
+
+# For an entry the fast decoder refused: one integer too long for int() spoils that entry
+# (no field takes a LongNumber), not the whole list.
+LONG_NUMBER_DECODER = json.JSONDecoder(parse_int=json_int)
+
+
+def _decode_entry(decoder: json.JSONDecoder, text: str, pos: int, what: str) -> tuple[Any, int]:
+    """The JSON value at `pos` and the position after it."""
+    for attempt in (decoder, LONG_NUMBER_DECODER):
+        try:
+            return attempt.raw_decode(text, pos)
+        except ValueError:
+            continue  # maybe an integer of 5,000 digits: the second decoder takes it
+        except RecursionError:  # nested past any real answer
+            break
+    raise BadResponse(f"{what}: the answer is not valid JSON") from None
 
 
 def _skip_space(text: str, pos: int) -> int:

@@ -34,6 +34,21 @@ NUMBER_RE = re.compile(r"[0-9]{1,18}")  # ASCII digits only: '²' passes str.isd
 LARGEST = 10**18 - 1  # past any real size or count; an int64 st_size holds it
 
 
+class LongNumber:
+    """A JSON integer of more digits than `int()` takes (4,300): no field accepts it."""
+
+    def __repr__(self) -> str:
+        return "a number of thousands of digits"
+
+
+def json_int(text: str) -> int | LongNumber:
+    """`parse_int` for JSON that may hold integers too long for `int()`."""
+    try:
+        return int(text)
+    except ValueError:
+        return LongNumber()
+
+
 def number(text: str) -> int | None:
     """A non-negative number the server wrote as text, or None if it is not one."""
     text = text.strip()
