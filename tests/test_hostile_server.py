@@ -10,6 +10,7 @@ one mount serve the module; each test clears its faults and waits for the full l
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -37,14 +38,16 @@ DEADLINE = 3.0  # --timeout of the mounts here
 SLACK = 5.0  # what a loaded 2-core machine may add to the deadline
 RSS_CAP_MB = 300
 CROWD = 100  # folders listed at once while their page lists hang
-BOOKS = CROWD + 9  # zip archives "Book NNN"; the first CROWD are the crowd's
+BOOKS = CROWD + 16  # zip archives "Book NNN"; the first CROWD are the crowd's
 TAPES = 6  # tar archives "Tape N": their page sizes come from fetching the pages
 TAPE_PAGES = 6  # more than the 4 pages sized at once
 ALICE = ["Book 100", "Book 101"]  # what the saved search "artist:alice" finds
 SAVED = "Book 102"  # its metadata.json is saved while searches fail
 VICTIM = "Book 103"  # the entry made malformed in the archive list
-FILES_HUGE, THUMB_BOMB, ECHOED, NO_RANGE = "Book 104", "Book 105", "Book 106", "Book 107"
-KNOWN = "Book 108"  # looked up under load: never touched before that
+FILES_HUGE = {False: "Book 104", True: "Book 105"}  # their page lists are huge (chunked?)
+THUMB_BOMB, ECHOED, NO_RANGE = "Book 106", "Book 107", "Book 108"
+KNOWN = "Book 109"  # looked up under load: never touched before that
+FRESH = [f"Book {index}" for index in range(110, 115)]  # listed first while the list is broken
 SEARCH_LOOKED_AT = "x"  # the search whose answers never end
 SEARCH_PAGES = 1_000  # lrrfs/client/api.py: pages of a paged search followed, at most
 
@@ -120,13 +123,18 @@ def timed_failure(call: Callable[[], object]) -> tuple[OSError, float]:
 def reset_peak_rss(mount: Mount) -> None:
     """VmHWM from now on: the peak of what the test itself made the mount do."""
     Path(f"/proc/{mount.process.pid}/clear_refs").write_text("5")
+    print(f"(RSS at start {rss_mb(mount, 'VmRSS'):.0f} MB)", end=" ")
 
 
 def peak_rss_mb(mount: Mount) -> float:
+    return rss_mb(mount, "VmHWM")
+
+
+def rss_mb(mount: Mount, field: str) -> float:
     for line in Path(f"/proc/{mount.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    raise AssertionError(f"no {field}")
 
 
 def served(server: Server, pattern: str, status: int | None = -1) -> list[dict]:
@@ -224,3 +232,155 @@ def test_a_mount_comes_up_while_its_saved_search_fails(server: Server, tmp_path:
             )
     finally:
         server.clear_faults()
+
+
+# -- 2. malformed archive lists -------------------------------------------------------------
+
+BIG = "9" * 5000  # past Python's 4,300 digits of int()
+MALFORMED_ENTRIES = {
+    "pagecount-superscript": ({"pagecount": "²"}, "field 'pagecount' is str"),
+    "size-1e19": ({"size": 10**19}, "field 'size' is out of range"),
+    "5000-digits-in-a-string": ({"pagecount": BIG}, "field 'pagecount' is str"),
+    "5000-digits-as-a-number": ({"lastreadtime": "<BIG>"}, "lastreadtime"),
+}
+
+
+def archive_list_with(server: Server, title: str, changes: dict) -> str:
+    """The server's archive list as JSON text, the entry of `title` changed."""
+    entries = [{**a, **changes} if a["title"] == title else a for a in server.archives()]
+    return json.dumps(entries, ensure_ascii=False).replace('"<BIG>"', BIG)
+
+
+def list_refreshes(server: Server) -> int:
+    return sum(r["method"] == "GET" and r["path"] == "/api/archives" for r in server.requests())
+
+
+@pytest.mark.parametrize("variant", MALFORMED_ENTRIES)
+def test_a_malformed_entry_is_skipped_and_the_rest_stay(
+    server: Server, mount: Mount, variant: str
+) -> None:
+    changes, why = MALFORMED_ENTRIES[variant]
+    skipped = mount.log_text().count("skipping a malformed entry")
+    body = archive_list_with(server, VICTIM, changes)
+    server.faults(rules=[{"match": r"^GET /api/archives$", "action": "nonsense", "body": body}])
+    assert wait_for(lambda: VICTIM not in archive_names(mount.path), timeout=10)
+    assert mount.process.poll() is None
+    assert archive_names(mount.path) == [name for name in EXPECTED if name != VICTIM]
+    log = mount.log_text()
+    assert log.count("skipping a malformed entry") == skipped + 1
+    assert why in log.rsplit("skipping a malformed entry", 1)[1].splitlines()[0]
+    assert BIG not in log  # a warning quotes no 5,000 digits
+
+
+def test_a_malformed_date_leaves_the_entry_listed_without_a_date(
+    server: Server, mount: Mount
+) -> None:
+    document = mount.path / VICTIM / "metadata.json"
+    date = int(os.stat(document).st_mtime)
+    assert date == 1000 + int(VICTIM.split()[1])
+    tags = next(t for t in server.archives() if t["title"] == VICTIM)["tags"]
+    body = archive_list_with(
+        server, VICTIM, {"tags": tags.replace(f"date_added:{date}", "date_added:²")}
+    )
+    server.faults(rules=[{"match": r"^GET /api/archives$", "action": "nonsense", "body": body}])
+    assert wait_for(lambda: "date_added:²" in json.loads(document.read_text())["tags"], 10)
+    assert os.stat(document).st_mtime == 0  # no date, rather than a wrong one or none at all
+    assert_alive(mount)
+
+
+WHOLE_LIST_FAULTS = {
+    "deep-json": ({"action": "deep_json"}, "not valid JSON"),
+    "garbage-gzip": ({"action": "garbage_gzip"}, "does not inflate"),
+    "gzip-bomb": ({"action": "gzip_bomb"}, "inflating past the cap"),
+    "huge": ({"action": "huge"}, "over the cap"),
+    "huge-chunked": ({"action": "huge", "chunked": True}, "over the cap"),
+}
+
+
+@pytest.mark.parametrize("variant", WHOLE_LIST_FAULTS)
+def test_a_broken_archive_list_keeps_the_last_good_one(
+    server: Server, mount: Mount, variant: str
+) -> None:
+    rule, why = WHOLE_LIST_FAULTS[variant]
+    fresh = FRESH[list(WHOLE_LIST_FAULTS).index(variant)]
+    document = json.loads((mount.path / VICTIM / "metadata.json").read_text())
+    server.faults(rules=[{"match": r"^GET /api/archives$", **rule}])
+    server.clear_requests()
+    started = time.monotonic()
+    assert wait_for(lambda: list_refreshes(server) >= 3, timeout=DEADLINE + 2 * SLACK)
+    refreshing = time.monotonic() - started
+    assert_alive(mount)
+    assert json.loads((mount.path / VICTIM / "metadata.json").read_text()) == document
+    assert len(pages_of(mount.path / fresh)) == 2  # a folder not listed before still lists
+    errors = problems(mount, "refresh of the archive list")
+    assert any(why in error for error in errors), errors
+    rss = peak_rss_mb(mount)
+    print(
+        f"archive list {variant}: 3 refreshes failed in {refreshing:.1f} s, peak RSS {rss:.0f} MB"
+    )
+    assert rss < RSS_CAP_MB
+
+
+# -- 3. size limits ------------------------------------------------------------------------
+
+# On the page API, sizing a tar's pages (4 at once). Pages are asked for without compression.
+PAGE_FAULTS = {
+    "gzip-bomb": ({"action": "gzip_bomb"}, ["an encoding never asked for"]),
+    "huge": ({"action": "huge"}, ["over the cap"]),
+    "huge-chunked": ({"action": "huge", "chunked": True}, ["over the cap", "read together"]),
+}
+
+
+@pytest.mark.parametrize("variant", PAGE_FAULTS)
+def test_pages_past_their_cap_give_eio_in_time_and_little_memory(
+    server: Server, mount: Mount, variant: str
+) -> None:
+    rule, why = PAGE_FAULTS[variant]
+    tape = mount.path / f"Tape {list(PAGE_FAULTS).index(variant)}"
+    server.faults(rules=[{"match": r"^GET /api/archives/\w+/page\?", **rule}])
+    error, elapsed = timed_failure(lambda: os.listdir(tape))
+    rss = peak_rss_mb(mount)
+    fetched = len(served(server, "/page?"))
+    print(f"tar pages {variant}: {errno.errorcode[error.errno]} after {elapsed:.2f} s, "
+          f"{fetched} page requests, peak RSS {rss:.0f} MB")  # fmt: skip
+    assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
+    assert fetched >= 1
+    said = mount.log_text().rsplit("opendir", 1)[-1]
+    assert any(reason in said for reason in why), said
+    assert rss < RSS_CAP_MB
+    server.clear_faults()
+    assert len(pages_of(tape)) == TAPE_PAGES  # the same folder lists once the server is sane
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["huge", "huge-chunked"])
+def test_a_huge_page_list_gives_eio_in_time_and_little_memory(
+    server: Server, mount: Mount, chunked: bool
+) -> None:
+    folder = mount.path / FILES_HUGE[chunked]
+    server.faults(rules=[{"match": r"/files", "action": "huge", "chunked": chunked}])
+    error, elapsed = timed_failure(lambda: os.listdir(folder))
+    rss = peak_rss_mb(mount)
+    print(f"/files huge (chunked {chunked}): {errno.errorcode[error.errno]} after "
+          f"{elapsed:.2f} s, peak RSS {rss:.0f} MB")  # fmt: skip
+    assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
+    assert "over the cap" in mount.log_text().rsplit("opendir", 1)[-1]
+    assert rss < RSS_CAP_MB
+    server.clear_faults()
+    assert len(pages_of(folder)) == 2
+
+
+def test_a_thumbnail_bomb_gives_eio_in_time_and_little_memory(
+    server: Server, mount: Mount, library: Path
+) -> None:
+    folder = mount.path / THUMB_BOMB
+    server.faults(rules=[{"match": r"/thumbnail", "action": "gzip_bomb"}])
+    error, elapsed = timed_failure((folder / "thumbnail.jpg").read_bytes)
+    rss = peak_rss_mb(mount)
+    print(f"thumbnail gzip bomb: {errno.errorcode[error.errno]} after {elapsed:.2f} s, "
+          f"peak RSS {rss:.0f} MB")  # fmt: skip
+    assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
+    assert "an encoding never asked for" in mount.log_text().rsplit("lookup", 1)[-1]
+    assert rss < RSS_CAP_MB
+    assert [p.read_bytes() for p in pages_of(folder)] == originals(library, THUMB_BOMB)
+    server.clear_faults()
+    assert (folder / "thumbnail.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG now

@@ -15,8 +15,12 @@ shared with the archive reader's Range requests (`ranges.py`).
 Every body has a cap (`BODY_CAP`, set per request by the client; a default
 otherwise): a longer one fails as `TooLarge` before it is read (Content-Length)
 or as soon as it passes the cap. Compressed bodies are inflated here, in the
-worker thread, under the same cap, so a small gzip bomb stays small; httpx
-sees them already decoded. Error bodies are cut to their first 64 KiB.
+worker thread, under the same cap and a megabyte at a time, so a small gzip bomb
+stays small; httpx sees them already decoded. A body in an encoding the request
+did not accept (pages and covers ask for identity) is refused unread. The capped
+bodies being read at once together hold at most `BODIES_IN_FLIGHT` bytes: sizing
+a folder fetches 4 pages together, each up to its own cap. Error bodies are cut to
+their first 64 KiB.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import queue
 import select
 import socket
 import ssl
+import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -46,6 +51,9 @@ STREAM_CHUNK = 256 << 10
 BODY_CAP = "lrrfs.body_cap"  # request extension: the most bytes its body may have (None: no cap)
 DEFAULT_BODY_CAP = 32 << 20  # a JSON answer, where the caller sets no other cap
 ERROR_BODY_CAP = 64 << 10  # an error answer's text: the rest is dropped with the connection
+# Capped bodies being read, together: a full archive list (96 MiB) and a few pages fit.
+BODIES_IN_FLIGHT = 128 << 20
+INFLATE_STEP = 1 << 20  # inflated at a time: a bomb never gets a buffer past its cap
 T = TypeVar("T")
 
 
@@ -78,11 +86,34 @@ class Endpoint:
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
 
+class BodyBudget:
+    """The bytes that the bodies being read may hold together (thread-safe)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, claim: list[int], size: int) -> None:
+        """Add `size` bytes to `claim` (a one-item list), or fail as TooLarge."""
+        with self._lock:
+            if self.used + size > self.total:
+                raise TooLarge(f"the answers being read together pass {self.total} bytes")
+            self.used += size
+            claim[0] += size
+
+    def give_back(self, claim: list[int]) -> None:
+        with self._lock:
+            self.used -= claim[0]
+            claim[0] = 0
+
+
 class ConnectionPool:
     """Kept-alive connections to one server, shared by worker threads."""
 
-    def __init__(self, endpoint: Endpoint, keep: int) -> None:
+    def __init__(self, endpoint: Endpoint, keep: int, budget: int = BODIES_IN_FLIGHT) -> None:
         self.endpoint = endpoint
+        self.budget = BodyBudget(budget)
         self._keep = keep
         self._idle: queue.SimpleQueue[http.client.HTTPConnection] = queue.SimpleQueue()
 
@@ -153,6 +184,7 @@ class _Exchange:
         self._aborted = False
         self._cap: int | None = request.extensions.get(BODY_CAP, DEFAULT_BODY_CAP)
         self._body_bytes = 0  # of the body so far, decoded
+        self._claim = [0]  # bytes of it taken from the pool's budget, until it is read
         self._inflater: Inflater | None = None
 
     def send(self) -> tuple[http.client.HTTPResponse, bytes | None]:
@@ -168,7 +200,9 @@ class _Exchange:
         if response.status >= 300:
             return response, self._error_body()
         try:
-            self._inflater = Inflater.for_encoding(response.getheader("content-encoding"))
+            self._inflater = Inflater.for_encoding(
+                response.getheader("content-encoding"), self._request.headers.get("accept-encoding")
+            )
         except BadResponse:
             self.discard()
             raise
@@ -250,16 +284,23 @@ class _Exchange:
                 data = raw
                 if room is not None and len(data) > room:
                     raise TooLarge(f"an answer over the cap of {self._cap} bytes")
+                self._hold(len(data))
             else:
-                data = self._inflater.feed(raw, room) if raw else self._inflater.end()
+                data = self._inflater.feed(raw, room, self._hold) if raw else self._inflater.end()
         except BadResponse:
             self.discard()
             raise
         self._body_bytes += len(data)
         return data
 
+    def _hold(self, size: int) -> None:
+        """Count `size` more bytes of a capped body against the pool's budget."""
+        if self._cap is not None:
+            self._pool.budget.take(self._claim, size)
+
     def _finished(self) -> None:
         """The whole body was read: the connection serves the next request."""
+        self._pool.budget.give_back(self._claim)
         conn, self._conn = self._conn, None
         response = self._response
         if conn is not None and response is not None:
@@ -270,6 +311,7 @@ class _Exchange:
 
     def discard(self) -> None:
         """Drop the connection (a body left half read cannot be reused)."""
+        self._pool.budget.give_back(self._claim)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -298,29 +340,45 @@ class Inflater:
         return (encoding or "identity").strip().lower() not in ("", "identity")
 
     @classmethod
-    def for_encoding(cls, encoding: str | None) -> Inflater | None:
-        """The inflater a Content-Encoding asks for; BadResponse for one we never asked."""
+    def for_encoding(cls, encoding: str | None, accepted: str | None = None) -> Inflater | None:
+        """The inflater a Content-Encoding asks for; BadResponse for one the request did
+        not accept (`accepted`: its Accept-Encoding; none: gzip and deflate)."""
         if not cls.names(encoding):
             return None
         name = (encoding or "").strip().lower()
-        if name in ("gzip", "x-gzip"):
-            return cls(zlib.MAX_WBITS | 16)
-        if name == "deflate":
-            return cls(zlib.MAX_WBITS)
+        name = "gzip" if name == "x-gzip" else name
+        asked = {part.split(";")[0].strip().lower() for part in (accepted or "").split(",")}
+        if name in ("gzip", "deflate") and (accepted is None or name in asked):
+            return cls(zlib.MAX_WBITS | 16 if name == "gzip" else zlib.MAX_WBITS)
         raise BadResponse(f"an answer in an encoding never asked for ({encoding[:40]!r})")
 
-    def feed(self, raw: bytes, room: int | None) -> bytes:
+    def feed(
+        self, raw: bytes, room: int | None, hold: Callable[[int], None] = lambda size: None
+    ) -> bytes:
+        """`raw` inflated, at most `room` bytes of it (else TooLarge); `hold(n)` is told
+        of every piece before the next is made (and may refuse it)."""
+        pieces = []
+        got = 0
         try:
             if not self._started and self._wbits == zlib.MAX_WBITS:
                 self._started = True
                 if raw and (raw[0] & 0x0F) != 8:  # "deflate" sent raw, without the zlib header
                     self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-            data = self._inflate.decompress(raw, 0 if room is None else room + 1)
+            while True:  # a step at a time: one call would make a buffer of `room` bytes
+                piece = self._inflate.decompress(raw, INFLATE_STEP)
+                got += len(piece)
+                if room is not None and got > room:
+                    raise TooLarge(f"a compressed answer inflating past the cap of {room} bytes")
+                hold(len(piece))
+                pieces.append(piece)
+                raw = self._inflate.unconsumed_tail
+                if not raw and len(piece) < INFLATE_STEP:
+                    return b"".join(pieces)
         except zlib.error:
             raise BadResponse("a compressed answer that does not inflate") from None
-        if room is not None and (len(data) > room or self._inflate.unconsumed_tail):
-            raise TooLarge(f"a compressed answer inflating past the cap of {room} bytes")
-        return data
+        except TooLarge:
+            pieces.clear()  # the traceback keeps this frame, maybe for a while
+            raise
 
     def end(self) -> bytes:
         if not self._inflate.eof:
