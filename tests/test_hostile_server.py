@@ -384,3 +384,66 @@ def test_a_thumbnail_bomb_gives_eio_in_time_and_little_memory(
     assert [p.read_bytes() for p in pages_of(folder)] == originals(library, THUMB_BOMB)
     server.clear_faults()
     assert (folder / "thumbnail.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG now
+
+
+# -- 4. bounded calls ------------------------------------------------------------------------
+
+
+def test_a_folder_whose_pages_trickle_fails_within_the_deadline(
+    server: Server, mount: Mount
+) -> None:
+    tape = mount.path / "Tape 3"
+    server.faults(rules=[{"match": r"/page\?", "action": "trickle", "interval": 1}])
+    error, elapsed = timed_failure(lambda: os.listdir(tape))
+    print(f"ls of a tar whose pages trickle: {errno.errorcode[error.errno]} after {elapsed:.2f} s")
+    assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
+    assert len(served(server, "/page?")) >= 1
+    server.clear_faults()
+    assert len(pages_of(tape)) == TAPE_PAGES
+
+
+def endless_search_rules(query: str, answers: int) -> list[dict]:
+    """`answers` answers to `query`, each once: 100 ids never seen before, of 10^9 found."""
+    rules = []
+    for answer in range(answers):
+        ids = [{"arcid": f"{answer:020x}{index:020x}"} for index in range(100)]
+        body = {"data": ids, "recordsFiltered": 10**9, "recordsTotal": 10**9, "draw": 0}
+        rules.append({"match": rf"^GET /api/search\?filter={query}&", "action": "nonsense",
+                      "body": json.dumps(body), "times": 1})  # fmt: skip
+    return rules
+
+
+def test_a_search_that_never_ends_fails_within_the_deadline(server: Server, mount: Mount) -> None:
+    # An answer of its own for every request lrrfs may make (the first, then at most
+    # SEARCH_PAGES pages): one more would get the real (empty) answer and end the search.
+    server.faults(rules=endless_search_rules(SEARCH_LOOKED_AT, SEARCH_PAGES + 2))
+    error, elapsed = timed_failure(lambda: os.listdir(mount.path / "@search" / SEARCH_LOOKED_AT))
+    asked = len(served(server, f"GET /api/search?filter={SEARCH_LOOKED_AT}&"))
+    print(f"endless search: {errno.errorcode[error.errno]} after {elapsed:.2f} s, "
+          f"{asked} search requests")  # fmt: skip
+    assert error.errno == errno.EIO and elapsed < DEADLINE + SLACK
+    assert 2 <= asked <= SEARCH_PAGES + 1
+    assert mount.process.poll() is None
+
+
+def test_a_search_that_never_ends_stops_after_its_page_bound(
+    server: Server, tmp_path: Path
+) -> None:
+    """With a deadline long enough, the bound on pages followed is what ends it."""
+    long_deadline = 60.0
+    server.faults(rules=endless_search_rules(SEARCH_LOOKED_AT, SEARCH_PAGES + 2))
+    try:
+        args = ("--timeout", str(long_deadline), "--refresh-interval", "60")
+        with start_mount(server, tmp_path / "lrr", args=args) as patient:
+            server.clear_requests()
+            search = patient.path / "@search" / SEARCH_LOOKED_AT
+            error, elapsed = timed_failure(lambda: os.listdir(search))
+            asked = len(served(server, f"GET /api/search?filter={SEARCH_LOOKED_AT}&"))
+            failure = errno.errorcode[error.errno]
+            print(f"endless search, {long_deadline:g} s deadline: {failure} after {elapsed:.2f} s, "
+                  f"{asked} requests")  # fmt: skip
+            assert error.errno == errno.EIO and elapsed < long_deadline
+            assert asked == SEARCH_PAGES + 1  # the first answer, then SEARCH_PAGES pages
+            assert f"still more results after {SEARCH_PAGES} pages" in patient.log_text()
+    finally:
+        server.clear_faults()
