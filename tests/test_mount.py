@@ -225,6 +225,18 @@ def check_cold_listing_downloads_no_page(mount, server):
     assert len([p for p in made if p.endswith(route)]) == 1, made
 
 
+def test_ls_a_df_and_times_show_what_programs_expect(mounted):
+    """`.` and `..` are listed, every folder has a real time (none in 1970), and df's
+    figures add up (Used + Avail = Size)."""
+    for folder in (mounted.path, mounted.folders()[0], mounted.path / "@tags"):
+        listing = subprocess.run(["ls", "-a", str(folder)], capture_output=True, text=True)
+        assert listing.stdout.split("\n")[:2] == [".", ".."], listing.stdout
+        assert os.stat(folder).st_mtime > 1_000_000_000  # 2001 on: a real date
+    df = subprocess.run(["df", "-B1", str(mounted.path)], capture_output=True, text=True)
+    size, used, avail = (int(field) for field in df.stdout.splitlines()[1].split()[1:4])
+    assert size == used + avail and size > 0
+
+
 def test_unknown_names_are_not_found(mounted):
     folder = mounted.folders()[0]
     for name in ("nope", "999.jpg", "desktop.ini", ".hidden"):

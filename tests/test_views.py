@@ -176,7 +176,10 @@ def test_view_names_cannot_be_taken_and_views_cannot_be_changed(mount):
     alpha = mount.path / "Alpha"
     with pytest.raises(OSError) as taken:
         os.rename(alpha, mount.path / "@mine")
-    assert taken.value.errno == errno.EINVAL
+    assert taken.value.errno == errno.EACCES
+    moved = subprocess.run(["mv", str(alpha), str(mount.path / "@home")], capture_output=True)
+    assert b"Permission denied" in moved.stderr  # not "a subdirectory of itself"
+    assert mount.log_text().count("'@home': names starting with @") == 1
     with pytest.raises(PermissionError):
         os.rename(mount.path / "@new", mount.path / "old")
     with pytest.raises(PermissionError):

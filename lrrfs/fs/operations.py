@@ -219,7 +219,7 @@ class LrrOperations(pyfuse3.Operations):
     async def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = self.inodes.inode(node)
-        mtime_ns = self.library.get(node.arcid).mtime * 1_000_000_000 if node.arcid else 0
+        mtime_ns = self.library.mtime(node.arcid) * 1_000_000_000
         timeout = self.timeouts.view if node.kind in VIEW_KINDS else self.timeouts.entry
         attr.st_nlink = 2 if node.is_dir else 1
         if not node.is_dir:
@@ -274,7 +274,8 @@ class LrrOperations(pyfuse3.Operations):
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         handle = next(self._handles)
-        self._dirs[handle] = DirHandle(names, nodes)
+        # `ls -a`, `find` and backup tools expect the folder and its parent listed first.
+        self._dirs[handle] = DirHandle([".", "..", *names], [node, _parent(node), *nodes])
         return handle
 
     def _root_entries(self) -> tuple[list[str], list[Node]]:
@@ -417,15 +418,13 @@ class LrrOperations(pyfuse3.Operations):
         """The library's size, from memory only: file managers and df call this often.
 
         Size and used are the archives' total size (as the server reports it; at
-        least one block, or df hides the mount as a pseudo file system). Free is 0,
-        but available equals the size: desktop low-disk-space monitors read f_bavail
-        and would warn about a "full" mount that nothing can fill.
+        least one block, or df hides the mount as a pseudo file system), nothing is
+        free: df shows it full, as it shows an ISO image, Use% 100.
         """
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = BLOCK_SIZE
-        total = self.library.total_size
-        data.f_blocks = data.f_bavail = max(1, -(-total // BLOCK_SIZE))
-        data.f_bfree = 0
+        data.f_blocks = max(1, -(-self.library.total_size // BLOCK_SIZE))
+        data.f_bfree = data.f_bavail = 0
         data.f_files = len(self.library)
         data.f_namemax = 255
         return data
@@ -689,8 +688,9 @@ class LrrOperations(pyfuse3.Operations):
         if old in self.library.view_names:
             raise pyfuse3.FUSEError(errno.EACCES)
         if self.library.is_reserved(new):
+            # EACCES, not EINVAL: mv retries an EINVAL (and words it "a subdirectory of itself")
             log.warning("renaming %r to %r: names starting with @ are the views'", old, new)
-            raise pyfuse3.FUSEError(errno.EINVAL)
+            raise pyfuse3.FUSEError(errno.EACCES)
         archive = self.library.find(old)
         if archive is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -776,6 +776,13 @@ class LrrOperations(pyfuse3.Operations):
         inode = self.inodes.known(Node(Kind.THUMBNAIL, arcid))
         if inode is not None:
             self._background(invalidate.forget_attributes(inode))
+
+
+def _parent(node: Node) -> Node:
+    """The folder holding a folder node (the top holds itself)."""
+    if node.kind is Kind.VIEW and "/" in node.view:
+        return views.view_node(node.view.rsplit("/", 1)[0])
+    return ROOT
 
 
 __all__ = ["LrrOperations", "Ownership", "ScratchFile", "Timeouts"]

@@ -102,11 +102,6 @@ class Archive:
         return self.document.content(self.meta)
 
     @property
-    def mtime(self) -> int:
-        """Seconds since the epoch: when the server added it (0 when it does not say)."""
-        return self.meta.date_added or 0
-
-    @property
     def cache_key(self) -> str:
         """What the disk cache files its pages under: an id is taken from the file's
         first 512 KB only, so its length is part of the key too."""
@@ -166,6 +161,8 @@ class Library:
         self._writers: dict[tuple[str, int], float] = {}  # (arcid, pid) -> when it wrote
         self._pinned: dict[str, int] = {}  # arcid -> open editors: its folder keeps its name
         self._sorted_names: list[str] = []
+        self.mounted_at = int(time.time())  # the time of what the server dates nowhere
+        self.changed_at = self.mounted_at  # when archives last came, went or changed
         self.total_size = 0  # bytes of all archive files, as the server reports them
         self._store = PageStore(client, disk, cache_bytes)
         self._thumbs: LRUCache[str, _Thumb] = LRUCache(
@@ -288,6 +285,7 @@ class Library:
             self.views.update(a.meta for a in self._archives.values())
         if changes:
             self.total_size = sum(a.meta.size or 0 for a in self._archives.values())
+            self.changed_at = int(time.time())
             self.on_changes(changes)
         return changes
 
@@ -442,6 +440,13 @@ class Library:
     def disk_cache_usage(self) -> tuple[int | None, int | None]:
         """Bytes in the disk cache (as last counted), and its cap; None without one."""
         return (None, None) if self.disk is None else (self.disk.usage(), self.disk.cap)
+
+    def mtime(self, arcid: str) -> int:
+        """An archive folder's time: when the server added it, else when lrrfs mounted; the
+        top's and the views' (arcid ""): when the library last changed."""
+        if not arcid:
+            return self.changed_at
+        return self.get(arcid).meta.date_added or self.mounted_at
 
     def find(self, name: str) -> Archive | None:
         arcid = self._by_name.get(name)
