@@ -91,6 +91,16 @@ def test_unreachable_server_fails_at_once_leaving_no_mount(tmp_path):
     assert not os.path.ismount(mountpoint)
 
 
+def test_a_url_where_no_lanraragi_answers_says_so(small_server, tmp_path):
+    mountpoint = tmp_path / "lrr"
+    mountpoint.mkdir()
+    done = lrrfs("mount", f"{small_server.url}/nope", str(mountpoint))
+    assert done.returncode != 0
+    assert f"no LANraragi server answers at {small_server.url}/nope" in done.stderr
+    assert "such as http://nas:3000" in done.stderr
+    assert not os.path.ismount(mountpoint)
+
+
 def test_a_rejected_key_fails_the_mount_with_a_clear_message(small_server, tmp_path):
     mountpoint = tmp_path / "lrr"
     mountpoint.mkdir()

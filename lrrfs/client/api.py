@@ -368,7 +368,14 @@ class LrrClient:
     # -- reading --------------------------------------------------------------
 
     async def info(self) -> ServerInfo:
-        info = ServerInfo.from_json(await self._get_json("/api/info", "server info"))
+        try:
+            info = ServerInfo.from_json(await self._get_json("/api/info", "server info"))
+        except (NotFound, BadResponse) as exc:
+            # Answered, but not as LANraragi does: the URL is wrong (a path, another service).
+            raise BadResponse(
+                f"no LANraragi server answers at {self.origin}{self.prefix} ({exc}); "
+                "give the address its web interface has, such as http://nas:3000"
+            ) from None
         self._use_extract = not info.has_files_route
         return info
 
