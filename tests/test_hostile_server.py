@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import subprocess
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from lrrfs.fs.calls import MAX_TASKS, WAITING_CALLS
 from lrrfs.testserver.samples import make_archive
 
 from .conftest import (
@@ -37,17 +39,6 @@ from .conftest import (
 DEADLINE = 3.0  # --timeout of the mounts here
 SLACK = 5.0  # what a loaded 2-core machine may add to the deadline
 RSS_CAP_MB = 300
-CROWD = 100  # folders listed at once while their page lists hang
-BOOKS = CROWD + 16  # zip archives "Book NNN"; the first CROWD are the crowd's
-TAPES = 6  # tar archives "Tape N": their page sizes come from fetching the pages
-TAPE_PAGES = 6  # more than the 4 pages sized at once
-ALICE = ["Book 100", "Book 101"]  # what the saved search "artist:alice" finds
-SAVED = "Book 102"  # its metadata.json is saved while searches fail
-VICTIM = "Book 103"  # the entry made malformed in the archive list
-FILES_HUGE = {False: "Book 104", True: "Book 105"}  # their page lists are huge (chunked?)
-THUMB_BOMB, ECHOED, NO_RANGE = "Book 106", "Book 107", "Book 108"
-KNOWN = "Book 109"  # looked up under load: never touched before that
-FRESH = [f"Book {index}" for index in range(110, 115)]  # listed first while the list is broken
 SEARCH_LOOKED_AT = "x"  # the search whose answers never end
 SEARCH_PAGES = 1_000  # lrrfs/client/api.py: pages of a paged search followed, at most
 
@@ -55,6 +46,19 @@ SEARCH_PAGES = 1_000  # lrrfs/client/api.py: pages of a paged search followed, a
 def book(index: int) -> str:
     return f"Book {index:03d}"
 
+
+# Zip archives "Book NNN" of 2 small pages: the crowd's, then one or two per test.
+CROWD = MAX_TASKS + 12  # folders listed at once while their page lists hang
+ALICE = [book(CROWD), book(CROWD + 1)]  # what the saved search "artist:alice" finds
+SAVED = book(CROWD + 2)  # its metadata.json is saved while searches fail
+VICTIM = book(CROWD + 3)  # the entry made malformed in the archive list
+FILES_HUGE = {False: book(CROWD + 4), True: book(CROWD + 5)}  # huge page lists (chunked?)
+THUMB_BOMB, ECHOED, NO_RANGE = book(CROWD + 6), book(CROWD + 7), book(CROWD + 8)
+KNOWN = book(CROWD + 9)  # looked up under load: never touched before that
+FRESH = [book(CROWD + 10 + index) for index in range(5)]  # listed while the list is broken
+BOOKS = CROWD + 15
+TAPES = 6  # tar archives "Tape N": their page sizes come from fetching the pages
+TAPE_PAGES = 6  # more than the 4 pages sized at once
 
 EXPECTED = sorted([book(i) for i in range(BOOKS)] + [f"Tape {i}" for i in range(TAPES)])
 
@@ -277,7 +281,7 @@ def test_a_malformed_date_leaves_the_entry_listed_without_a_date(
 ) -> None:
     document = mount.path / VICTIM / "metadata.json"
     date = int(os.stat(document).st_mtime)
-    assert date == 1000 + int(VICTIM.split()[1])
+    assert date == 1000 + CROWD + 3
     tags = next(t for t in server.archives() if t["title"] == VICTIM)["tags"]
     body = archive_list_with(
         server, VICTIM, {"tags": tags.replace(f"date_added:{date}", "date_added:²")}
@@ -447,3 +451,91 @@ def test_a_search_that_never_ends_stops_after_its_page_bound(
             assert f"still more results after {SEARCH_PAGES} pages" in patient.log_text()
     finally:
         server.clear_faults()
+
+
+# -- 5. one slow endpoint -----------------------------------------------------------------
+
+MEMORY_BOUND = 2.0  # seconds a call answered from memory may take under load (it takes ms)
+CONNECTIONS = 6  # the mount's connections for API calls (LrrClient's default)
+
+
+def list_at_once(
+    folders: list[Path],
+) -> tuple[dict[int, tuple[str, float]], list[threading.Thread]]:
+    """Start listing every folder at the same moment, each in a thread of its own:
+    what each listing gave ("listed" or an errno name) and after how long, once done."""
+    outcomes: dict[int, tuple[str, float]] = {}
+    start = threading.Barrier(len(folders) + 1)
+
+    def lister(index: int) -> None:
+        start.wait(timeout=30)
+        started = time.monotonic()
+        try:
+            os.listdir(folders[index])
+            outcome = "listed"
+        except OSError as exc:
+            outcome = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        outcomes[index] = (outcome, time.monotonic() - started)
+
+    threads = [threading.Thread(target=lister, args=(i,)) for i in range(len(folders))]
+    for thread in threads:
+        thread.start()
+    start.wait(timeout=30)
+    return outcomes, threads
+
+
+def joined(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(DEADLINE + 2 * SLACK)
+    assert not any(thread.is_alive() for thread in threads), "a listing is stuck"
+
+
+def counted(outcomes: dict[int, tuple[str, float]]) -> dict[str, int]:
+    kinds = [outcome for outcome, _ in outcomes.values()]
+    return {kind: kinds.count(kind) for kind in sorted(set(kinds))}
+
+
+def test_folders_waiting_on_a_hung_endpoint_leave_memory_answers_fast(
+    server: Server, mount: Mount, library: Path
+) -> None:
+    """More listings than pyfuse3 has tasks wait on a /files that never answers: calls
+    answered from memory still answer at once, the listings end with EIO (deadline) or
+    EAGAIN (too many waiting) within the deadline, and no call slot stays taken."""
+    crowd = [mount.path / book(index) for index in range(CROWD)]
+    hung_requests = lambda: len(served(server, "GET /api/archives/", None))  # noqa: E731
+    Path("/proc/sys/vm/drop_caches").write_text("2")  # lookups reach the mount again
+    server.faults(rules=[{"match": r"/files", "action": "hang", "hang_seconds": 20}])
+    outcomes, threads = list_at_once(crowd)
+    try:
+        assert wait_for(lambda: hung_requests() >= CONNECTIONS, timeout=DEADLINE)
+        timings = {}
+        for what, call in (
+            ("stat of a folder", lambda: os.stat(mount.path / KNOWN)),  # a lookup: not cached
+            ("ls of the root", lambda: os.listdir(mount.path)),
+            ("statvfs", lambda: os.statvfs(mount.path)),
+            ("ls of the root again", lambda: os.listdir(mount.path)),
+        ):
+            started = time.monotonic()
+            call()
+            timings[what] = time.monotonic() - started
+        waiting = sum(thread.is_alive() for thread in threads)
+    finally:
+        joined(threads)
+    slowest = max(elapsed for _, elapsed in outcomes.values())
+    answers = ", ".join(f"{what} {elapsed * 1000:.0f} ms" for what, elapsed in timings.items())
+    print(f"{CROWD} listings on a hung /files: {counted(outcomes)}, the slowest after "
+          f"{slowest:.2f} s; {waiting} still waiting after: {answers}")  # fmt: skip
+    assert waiting >= WAITING_CALLS  # the calls above ran while the crowd waited
+    assert all(elapsed < MEMORY_BOUND for elapsed in timings.values()), timings
+    # Every call slot taken, each of the rest turned away at once: exactly.
+    assert counted(outcomes) == {"EAGAIN": CROWD - WAITING_CALLS, "EIO": WAITING_CALLS}
+    assert slowest < DEADLINE + SLACK
+
+    # No slot leaked: the same crowd again is let in and turned away in the same numbers.
+    outcomes, threads = list_at_once(crowd)
+    joined(threads)
+    print(f"again: {counted(outcomes)}")
+    assert counted(outcomes) == {"EAGAIN": CROWD - WAITING_CALLS, "EIO": WAITING_CALLS}
+    server.clear_faults()
+    for index, folder in enumerate(crowd):  # and every folder lists and reads right
+        assert [p.read_bytes() for p in pages_of(folder)] == originals(library, book(index))
