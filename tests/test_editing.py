@@ -16,7 +16,7 @@ from lrrfs.testserver.samples import make_archive
 from .conftest import KEY, start_mount, start_server, wait_for
 from .terminal import Terminal
 
-BOOKS = 25
+BOOKS = 26
 
 
 @pytest.fixture(scope="module", params=["0.9", "0.7"], ids=lambda g: f"lrr{g}")
@@ -365,6 +365,25 @@ def test_an_editor_keeping_its_path_saves_twice_after_a_title_change(book):
     assert other.returncode != 0  # another program: the old name is gone
     subprocess.run(["mv", str(book.mount.path / "Renamed 24"), str(book.folder)], check=True)
     assert wait_for(lambda: "Book 24" in os.listdir(book.mount.path), timeout=10)
+
+
+@uses(25)
+def test_clearing_every_tag_is_checked_against_what_the_server_kept(book):
+    """A 0.7 server answers yes to empty tags but keeps the old ones: the save must fail
+    and say so, not look fine while the tags come back."""
+    book.file.write_text(book.edited(tags=["only:tag"]))
+    assert book.on_server()["tags"] == ["only:tag"]
+    if book.server.generation == "0.7":
+        with pytest.raises(OSError) as failure:
+            book.file.write_text(book.edited(tags=[]))
+        assert failure.value.errno == errno.EIO
+        assert book.on_server()["tags"] == ["only:tag"]
+        assert "cannot remove an archive's last tags" in book.mount.log_text()
+        book.file.unlink()
+    else:
+        book.file.write_text(book.edited(tags=[]))
+        assert book.on_server()["tags"] == []
+    assert book.shown()["tags"] == book.on_server()["tags"]
 
 
 @uses(18)

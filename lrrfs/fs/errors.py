@@ -19,7 +19,7 @@ import pyfuse3
 
 from ..client import AuthRejected, LrrError, NotFound
 from ..client.errors import Busy
-from ..library.editing import EditConflict, EditError, EditNotAllowed, EditTooLarge
+from ..library.editing import EditConflict, EditError, EditNotAllowed, EditNotKept, EditTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ def errno_for(exc: LrrError | EditError) -> int:
         return errno.EFBIG
     if isinstance(exc, EditConflict):
         return errno.EBUSY
+    if isinstance(exc, EditNotKept):
+        return errno.EIO  # the server's doing, not the text's
     if isinstance(exc, EditError):
         return errno.EINVAL
     return errno.EIO

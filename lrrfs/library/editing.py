@@ -45,6 +45,10 @@ class EditTooLarge(EditError):
     """metadata.json may not grow past MAX_DOCUMENT bytes."""
 
 
+class EditNotKept(EditError):
+    """The server said yes but holds other values than were sent (0.7 keeps tags sent empty)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Edit:
     """The editable fields a saved document holds (None: left out) and its read-only ones."""
@@ -148,6 +152,24 @@ class MetadataChange:
     @property
     def sends_metadata(self) -> bool:
         return bool(set(self.fields) & {"title", "tags", "summary"})
+
+    def unkept(self, after: ArchiveMeta) -> list[str]:
+        """The changed fields the server does not hold as sent (it trims titles and tags,
+        and drops duplicate tags: those are no difference)."""
+
+        def same_text(sent: str | None, held: str | None) -> bool:
+            return sent is None or held is None or sent.split() == held.split()
+
+        lost = []
+        if "title" in self.fields and not same_text(self.title, after.title):
+            lost.append("title")
+        if "tags" in self.fields and set(self.tags) != set(after.tags):
+            lost.append("tags")
+        if "summary" in self.fields and not same_text(self.summary, after.summary):
+            lost.append("summary")
+        if "isnew" in self.fields and self.isnew != after.isnew:
+            lost.append("isnew")
+        return lost
 
 
 def merge(base: ArchiveMeta, edit: Edit, current: ArchiveMeta) -> MetadataChange | None:

@@ -37,6 +37,8 @@ from .editing import (
     EditConflict,
     EditError,
     EditNotAllowed,
+    EditNotKept,
+    MetadataChange,
     MetadataDocument,
     merge,
     parse_document,
@@ -351,10 +353,25 @@ class Library:
             )
         if change is not None and change.isnew is not None:
             await self.client.set_isnew(archive.arcid, change.isnew)
-        changes = self._apply_one(archive, await self.client.metadata(archive.arcid))
+        after = await self.client.metadata(archive.arcid)  # what it holds, not what it said
+        changes = self._apply_one(archive, after)
         if change is not None:
             await self._refresh_views()  # untagged, categories and searches may follow
+            self._check_kept(change, after)
         return changes
+
+    def _check_kept(self, change: MetadataChange, after: ArchiveMeta) -> None:
+        lost = change.unkept(after)
+        if not lost:
+            return
+        if lost == ["tags"] and not change.tags and self.info and not self.info.has_files_route:
+            raise EditNotKept(
+                f"this LANraragi server ({self.info.version}) cannot remove an archive's last "
+                "tags: it answered yes and kept them; keep at least one tag"
+            )
+        raise EditNotKept(
+            f"the server answered yes but did not keep the new {', '.join(map(repr, lost))}"
+        )
 
     async def revert_metadata(self, arcid: str) -> Changes:
         """Drop the draft; metadata.json shows the server's version, fetched anew."""

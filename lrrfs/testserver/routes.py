@@ -471,6 +471,8 @@ class Api:
         arc = self.lib.get(id)
         new_title = clean_line(title or "")
         fields: dict[str, Any] = {"tags": self._clean_tags(tags)}  # missing tags clear them
+        if not self.modern and not fields["tags"]:
+            del fields["tags"]  # 0.7 skips an empty value: tags sent empty are KEPT (success: 1)
         if new_title:
             fields["title"] = new_title
         if summary is not None and self.modern:
