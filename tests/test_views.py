@@ -15,7 +15,7 @@ import pytest
 
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import KEY, start_mount, start_server, wait_for
+from .conftest import KEY, PYTHON, start_mount, start_server, wait_for
 
 # file -> (title or None for the file's name, tags, isnew)
 ARCHIVES = {
@@ -310,6 +310,35 @@ def test_a_steady_reader_reports_without_pausing(views_server, tmp_path):
         reported = time.monotonic() - started
         assert progress_puts(views_server, zeta) == [f"/api/archives/{zeta}/progress/5"]
         assert 9 < reported < 14  # 10 s after the first page of the burst
+
+
+def test_bulk_readers_leave_the_reading_progress_alone(tmp_path):
+    """rsync, cp, file, or a script opening every page at once: no progress is sent (the
+    unmount sends whatever was gathered, so an empty log is final); a person still counts."""
+    library = tmp_path / "library"
+    library.mkdir()
+    make_archive(library / "Long.zip", 12, page_bytes=3000)
+    make_archive(library / "Short.zip", 3, page_bytes=3000)
+    with start_server(library, tmp_path) as server:
+        with start_mount(server, tmp_path / "lrr") as mount:
+            short, long = mount.path / "Short", mount.path / "Long"
+            pages = {
+                f: sorted(p for p in f.iterdir() if p.name[0].isdigit()) for f in (short, long)
+            }
+            for command in (
+                ["rsync", "-a", f"{short}/", str(tmp_path / "backup")],
+                ["cp", "-r", str(short), str(tmp_path / "copy")],
+                ["file", *map(str, pages[short])],
+                [PYTHON, "-c", "import sys; [open(p, 'rb').read() for p in sys.argv[1:]]",
+                 *map(str, pages[long])],
+            ):  # fmt: skip
+                subprocess.run(command, check=True, capture_output=True)
+        assert progress_puts(server) == []
+        with start_mount(server, tmp_path / "lrr") as mount:
+            for page in sorted((mount.path / "Long").iterdir())[:2]:
+                page.read_bytes()  # a person: two pages
+        long_id = arcid(server, "Long")
+        assert progress_puts(server) == [f"/api/archives/{long_id}/progress/2"]
 
 
 def test_clear_new_on_read(views_server, tmp_path):

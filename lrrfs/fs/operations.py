@@ -34,6 +34,7 @@ from .calls import CallLimits, bounded
 from .errors import errno_for, fuse_errors
 from .inodes import ROOT, VIEW_KINDS, InodeTable, Kind, Node
 from .pagecache import KernelPageCache
+from .readers import Readers
 from .scratch import ScratchFile, ScratchFiles
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class LrrOperations(pyfuse3.Operations):
         self.ownership = ownership or Ownership()
         self.inodes = InodeTable()
         self.scratch = ScratchFiles()
+        self._readers = Readers()  # a person reading, or a program in bulk
         self._generations: dict[str, int] = {}  # arcid -> metadata.json's generation
         self._handles = count(1)
         self._dirs: dict[int, DirHandle] = {}
@@ -369,7 +371,10 @@ class LrrOperations(pyfuse3.Operations):
         elif node.kind is Kind.PAGE:
             # Opening a page is reading it: a re-read may come from the kernel's cache,
             # without a read call. lrrfs's own fetches never open a file.
-            self.library.page_opened(node.arcid, node.index)
+            by_person, turned_bulk = self._readers.opened(ctx.pid, node.arcid)
+            self.library.page_opened(node.arcid, node.index, by_person)
+            if turned_bulk:
+                self.library.read_in_bulk(node.arcid)
         if node.kind in (Kind.METADATA, Kind.SCRATCH):
             keep_cache = False
         return self._file_info(

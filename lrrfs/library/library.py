@@ -413,18 +413,23 @@ class Library:
 
     # -- reading progress -------------------------------------------------------------
 
-    def page_opened(self, arcid: str, index: int) -> None:
-        """A program opened a page to read it: the next pages start coming, and the
-        server's reading progress follows. (The kernel may answer the reads itself,
-        from pages handed to it ahead: the open is what lrrfs always sees.)"""
+    def page_opened(self, arcid: str, index: int, by_person: bool = True) -> None:
+        """A program opened a page to read it: the next pages start coming, and, if a
+        person reads (not a backup or a thumbnailer), the server's reading progress
+        follows. (The kernel may answer the reads itself, from pages handed to it ahead:
+        the open is what lrrfs always sees.)"""
         archive = self.get(arcid)
         listed = archive.pages
         if listed is not None and 0 <= index < len(listed):
             self.prefetcher.reading(arcid, index, len(listed), listed[index].size)
         self._store.reading()
         clear_new = self._clear_new_on_read and archive.meta.isnew
-        if self._progress or clear_new:
+        if by_person and (self._progress or clear_new):
             self.reading.page_read(arcid, index + 1, clear_new=clear_new)
+
+    def read_in_bulk(self, arcid: str) -> None:
+        """The pages just opened were a program's reading in bulk, not a person's."""
+        self.reading.forget(arcid)
 
     async def _report_reading(self, arcid: str, page: int, clear_new: bool) -> None:
         if self._progress and await self._sent(

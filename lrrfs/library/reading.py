@@ -53,6 +53,10 @@ class ReadingProgress:
         burst.last = now
         burst.clear_new |= clear_new
 
+    def forget(self, arcid: str) -> None:
+        """The reads gathered for the archive were no person's: send nothing for them."""
+        self._bursts.pop(arcid, None)
+
     async def run(self) -> None:
         """Send each burst when it is due; forever (run it in a nursery)."""
         while True:
