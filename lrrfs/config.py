@@ -163,6 +163,7 @@ SETTINGS: dict[str, Setting] = {
     "no_views": Setting(_flag, "no @new, @untagged, @tags, @categories, @search folders"),
     "no_progress": Setting(_flag, "never set the server's reading progress"),
     "clear_new_on_read": Setting(_flag, 'clear an archive\'s "new" flag when it is first read'),
+    "comic_names": Setting(_flag, "name archive files .cbz, .cb7, .cbr, .cbt (comic books)"),
 }
 
 DEFAULTS: Settings = {
@@ -180,6 +181,7 @@ DEFAULTS: Settings = {
     "no_views": False,
     "no_progress": False,
     "clear_new_on_read": False,
+    "comic_names": False,
 }
 
 # -o names users bring from other FUSE file systems and fstab, as lrrfs settings.

@@ -64,6 +64,7 @@ class MountOptions:
     views: bool = True  # @new, @untagged, @tags, @categories, @search beside the archives
     progress: bool = True  # reading a page sets the server's reading progress
     clear_new_on_read: bool = False  # reading an archive clears its "new" flag
+    comic_names: bool = False  # archive files named .cbz, .cb7, .cbr, .cbt
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -122,6 +123,7 @@ async def connect(options: MountOptions, doing: str = "mount") -> tuple[LrrClien
         views=options.views,
         progress=options.progress,
         clear_new_on_read=options.clear_new_on_read,
+        comic_names=options.comic_names,
         disk=open_disk_cache(options),
     )
     try:

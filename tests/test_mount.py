@@ -22,8 +22,9 @@ import pytest
 from PIL import Image
 
 from lrrfs.library.names import safe_name
+from lrrfs.testserver.samples import make_archive
 
-from .conftest import archive_names, start_mount
+from .conftest import archive_names, start_mount, start_server
 
 PAGE_SUFFIXES = {".jpg", ".png", ".gif", ".webp", ".avif", ".jxl", ".bmp", ".heic", ".img"}
 
@@ -242,3 +243,19 @@ def test_unknown_names_are_not_found(mounted):
     for name in ("nope", "999.jpg", "desktop.ini", ".hidden"):
         assert not (folder / name).exists()
     assert not (mounted.path / "no such archive").exists()
+
+
+def test_comic_names_name_archive_files_as_comic_books(tmp_path):
+    """-o comic_names: a zip shows as .cbz, a tar as .cbt (evince refuses .zip), same bytes."""
+    library = tmp_path / "library"
+    library.mkdir()
+    make_archive(library / "Zipped.zip", 2, page_bytes=2000)
+    make_archive(library / "Tarred.tar", 2, page_bytes=2000, fmt="tar")
+    with (
+        start_server(library, tmp_path) as server,
+        start_mount(server, tmp_path / "lrr", args=("-o", "comic_names")) as mount,
+    ):
+        zipped, tarred = mount.path / "Zipped" / "Zipped.cbz", mount.path / "Tarred" / "Tarred.cbt"
+        assert zipped.read_bytes() == (library / "Zipped.zip").read_bytes()
+        assert tarred.read_bytes() == (library / "Tarred.tar").read_bytes()
+        assert "Zipped.zip" not in os.listdir(mount.path / "Zipped")

@@ -144,6 +144,7 @@ class Library:
         views: bool = True,
         progress: bool = True,
         clear_new_on_read: bool = False,
+        comic_names: bool = False,
         disk: DiskCache | None = None,
     ) -> None:
         self.client = client
@@ -156,6 +157,7 @@ class Library:
         # Reading changes nothing on the server through a read-only mount.
         self._progress = progress and not read_only  # until the server says if it tracks it
         self._clear_new_on_read = clear_new_on_read and not read_only
+        self._comic_names = comic_names
         self.info: ServerInfo | None = None
         self._archives: dict[str, Archive] = {}
         self._by_name: dict[str, str] = {}
@@ -752,9 +754,13 @@ class Library:
     async def archive_file(self, arcid: str) -> ArchiveFile:
         archive = self.get(arcid)
         if archive.file is None:
-            archive.file = await self._flights.run(  # type: ignore[assignment]
+            file = await self._flights.run(
                 ("file", arcid), lambda: self._find_archive_file(archive.meta)
             )
+            assert isinstance(file, ArchiveFile)
+            if self._comic_names:
+                file = replace(file, name=comic_name(file.name))
+            archive.file = file
         return archive.file
 
     async def _find_archive_file(self, meta: ArchiveMeta) -> ArchiveFile:
@@ -796,6 +802,16 @@ def decode_pages(blob: bytes) -> tuple[list[PageRef], dict[int, ZipMember]]:
         refs.append(PageRef(path, url))
         members[i] = ZipMember((), size, None if span is None else ZipSpan(*map(int, span)))
     return refs, members
+
+
+COMIC_EXTENSIONS = {"zip": "cbz", "7z": "cb7", "rar": "cbr", "tar": "cbt"}
+
+
+def comic_name(name: str) -> str:
+    """The name a comic book reader opens: `x.zip` is `x.cbz` (evince refuses a .zip)."""
+    stem, dot, extension = name.rpartition(".")
+    comic = COMIC_EXTENSIONS.get(extension.lower())
+    return f"{stem}.{comic}" if dot and stem and comic else name
 
 
 def archive_file_name(name: str) -> str:
