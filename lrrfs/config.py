@@ -164,6 +164,7 @@ SETTINGS: dict[str, Setting] = {
     "no_progress": Setting(_flag, "never set the server's reading progress"),
     "clear_new_on_read": Setting(_flag, 'clear an archive\'s "new" flag when it is first read'),
     "comic_names": Setting(_flag, "name archive files .cbz, .cb7, .cbr, .cbt (comic books)"),
+    "folder_icons": Setting(_flag, "a .directory in each archive folder (Dolphin's covers)"),
 }
 
 DEFAULTS: Settings = {
@@ -182,6 +183,7 @@ DEFAULTS: Settings = {
     "no_progress": False,
     "clear_new_on_read": False,
     "comic_names": False,
+    "folder_icons": False,
 }
 
 # -o names users bring from other FUSE file systems and fstab, as lrrfs settings.

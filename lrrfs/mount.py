@@ -65,6 +65,7 @@ class MountOptions:
     progress: bool = True  # reading a page sets the server's reading progress
     clear_new_on_read: bool = False  # reading an archive clears its "new" flag
     comic_names: bool = False  # archive files named .cbz, .cb7, .cbr, .cbt
+    folder_icons: bool = False  # a .directory in each archive folder: Dolphin's folder cover
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -238,6 +239,7 @@ async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int
             gid=os.getgid() if options.gid is None else options.gid,
             umask=options.umask,
         ),
+        folder_icons=options.folder_icons,
     )
     try:
         pyfuse3.init(ops, str(options.mountpoint), fuse_options(options))

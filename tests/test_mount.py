@@ -259,3 +259,20 @@ def test_comic_names_name_archive_files_as_comic_books(tmp_path):
         assert zipped.read_bytes() == (library / "Zipped.zip").read_bytes()
         assert tarred.read_bytes() == (library / "Tarred.tar").read_bytes()
         assert "Zipped.zip" not in os.listdir(mount.path / "Zipped")
+
+
+def test_folder_icons_give_dolphin_the_cover(tmp_path):
+    """-o folder_icons: a `.directory` naming the cover as the folder's icon (Dolphin)."""
+    library = tmp_path / "library"
+    library.mkdir()
+    make_archive(library / "Covered.zip", 2, page_bytes=2000)
+    with (
+        start_server(library, tmp_path) as server,
+        start_mount(server, tmp_path / "lrr", args=("-o", "folder_icons")) as mount,
+    ):
+        settings = mount.path / "Covered" / ".directory"
+        assert ".directory" in os.listdir(mount.path / "Covered")
+        text = settings.read_text()
+        assert text.splitlines() == ["[Desktop Entry]", "Icon=./thumbnail.jpg"]
+        assert settings.stat().st_size == len(text.encode())
+        assert (mount.path / "Covered" / "thumbnail.jpg").read_bytes()[:2] == b"\xff\xd8"

@@ -23,6 +23,7 @@ class Kind(IntEnum):
     SCRATCH = 6  # an editor's temporary file; index: its number
     VIEW = 7  # a view's folder; view: its path from the top ("@tags/artist/alice")
     VIEW_LINK = 8  # a link in a view folder to an archive folder; view: the folder's path
+    FOLDER_ICON = 9  # `.directory`: Dolphin's folder settings, the cover as the folder's icon
 
 
 VIEW_KINDS = (Kind.VIEW, Kind.VIEW_LINK)

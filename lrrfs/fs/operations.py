@@ -44,6 +44,9 @@ BLOCK_SIZE = 128 * 1024
 # st_blksize of the archive file: `cat` and `cp` read this much at once
 ARCHIVE_BLOCK_SIZE = 1 << 20
 UNPIN_GRACE = 1.0  # seconds
+FOLDER_ICON_NAME = ".directory"
+# Dolphin (KDE) reads a folder's icon from it; "./" is the folder itself.
+FOLDER_ICON = f"[Desktop Entry]\nIcon=./{THUMBNAIL_NAME}\n".encode()
 FORMER_NAME = 1  # index of an archive folder's node under its former name: an inode of its own
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -98,9 +101,11 @@ class LrrOperations(pyfuse3.Operations):
         *,
         timeouts: Timeouts | None = None,
         ownership: Ownership | None = None,
+        folder_icons: bool = False,
     ) -> None:
         super().__init__()
         self.library = library
+        self.folder_icons = folder_icons  # a `.directory` in each archive folder
         self.calls = CallLimits(library.client.timeout)
         self.timeouts = timeouts or Timeouts()
         self.ownership = ownership or Ownership()
@@ -175,6 +180,8 @@ class LrrOperations(pyfuse3.Operations):
             return self._metadata_node(arcid)
         if name == THUMBNAIL_NAME:
             return Node(Kind.THUMBNAIL, arcid)
+        if name == FOLDER_ICON_NAME and self.folder_icons:
+            return Node(Kind.FOLDER_ICON, arcid)
         scratch = self.scratch.find(arcid, name)
         if scratch is not None:
             return Node(Kind.SCRATCH, arcid, scratch.number)
@@ -202,6 +209,8 @@ class LrrOperations(pyfuse3.Operations):
             return len(self.scratch.get(node.index).data), timeouts.editable
         if node.kind is Kind.VIEW_LINK:
             return len(views.link_target(library, node)), timeouts.view
+        if node.kind is Kind.FOLDER_ICON:
+            return len(FOLDER_ICON), timeouts.entry
         return 0, timeouts.entry
 
     def _mode(self, node: Node) -> int:
@@ -312,6 +321,8 @@ class LrrOperations(pyfuse3.Operations):
         for name, scratch in self.scratch.names(arcid):
             entries[name] = Node(Kind.SCRATCH, arcid, scratch.number)
         entries[METADATA_NAME] = self._metadata_node(arcid)
+        if self.folder_icons:
+            entries[FOLDER_ICON_NAME] = Node(Kind.FOLDER_ICON, arcid)
         names = sorted(entries)
         return names, [entries[name] for name in names]
 
@@ -359,6 +370,8 @@ class LrrOperations(pyfuse3.Operations):
             if flags & os.O_TRUNC:
                 self._truncate(node, 0)
                 handle.wrote = True
+        elif node.kind is Kind.FOLDER_ICON:
+            handle.snapshot = FOLDER_ICON
         elif node.kind is Kind.THUMBNAIL:
             handle.snapshot = await self.library.thumbnail(node.arcid)
             keep_cache = not self.library.thumbnail_is_placeholder(node.arcid)
@@ -711,23 +724,31 @@ class LrrOperations(pyfuse3.Operations):
         self._forget_metadata(archive.arcid)
 
     @fuse_errors
-    async def mkdir(self, parent_inode, name, mode, ctx):  # type: ignore[no-untyped-def]
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         raise pyfuse3.FUSEError(errno.EACCES)
 
     @fuse_errors
-    async def rmdir(self, parent_inode, name, ctx):  # type: ignore[no-untyped-def]
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         raise pyfuse3.FUSEError(errno.EACCES)
 
     @fuse_errors
-    async def symlink(self, parent_inode, name, target, ctx):  # type: ignore[no-untyped-def]
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         raise pyfuse3.FUSEError(errno.EACCES)
 
     @fuse_errors
-    async def link(self, inode, new_parent_inode, new_name, ctx):  # type: ignore[no-untyped-def]
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         raise pyfuse3.FUSEError(errno.EACCES)
 
     @fuse_errors
-    async def mknod(self, parent_inode, name, mode, rdev, ctx):  # type: ignore[no-untyped-def]
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         raise pyfuse3.FUSEError(errno.EACCES)
 
     # -- following the server ------------------------------------------------------
