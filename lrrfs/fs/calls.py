@@ -14,9 +14,9 @@ far as memory takes it. Its cancel scope is cancelled from the start, so it fail
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import trio
 
@@ -65,11 +65,11 @@ S = TypeVar("S", bound=HasCallLimits)
 
 def bounded(
     handler: Callable[Concatenate[S, P], Awaitable[T]],
-) -> Callable[Concatenate[S, P], Awaitable[T]]:
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
     """A handler that may wait on the server: run it under `self.calls.bounded`."""
 
     @functools.wraps(handler)
-    async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         with self.calls.bounded(handler.__name__):
             return await handler(self, *args, **kwargs)
 

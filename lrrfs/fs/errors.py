@@ -12,8 +12,8 @@ import errno
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -90,7 +90,7 @@ def _domain_error(group: BaseExceptionGroup) -> LrrError | EditError | None:
     return None
 
 
-def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Wrap a FUSE handler so that no exception but FUSEError leaves it."""
 
     @functools.wraps(handler)
@@ -104,12 +104,12 @@ def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
             _log_failure(handler.__name__, exc, code)
             raise pyfuse3.FUSEError(code) from None
         except ExceptionGroup as group:  # from a nursery: the first domain error speaks
-            exc = _domain_error(group)
-            if exc is None:
+            found = _domain_error(group)
+            if found is None:
                 log.exception("internal error in %s", handler.__name__)
                 raise pyfuse3.FUSEError(errno.EIO) from None
-            code = errno_for(exc)
-            _log_failure(handler.__name__, exc, code)
+            code = errno_for(found)
+            _log_failure(handler.__name__, found, code)
             raise pyfuse3.FUSEError(code) from None
         except Exception:
             log.exception("internal error in %s", handler.__name__)
