@@ -22,7 +22,7 @@ import pytest
 from lrrfs.library.prefetch import DEPTH
 from lrrfs.testserver.samples import make_archive
 
-from .conftest import archive_names, start_mount, start_server, wait_for
+from .conftest import KEY, archive_names, start_mount, start_server, wait_for
 
 DEADLINE = 3.0  # --timeout of the mounts here
 # Page bytes come from the page API, or (zip members) from Range requests of /download.
@@ -304,3 +304,15 @@ def test_a_server_ignoring_range_sends_the_archive_file_once(tmp_path):
     assert hashlib.sha256(copied).digest() == hashlib.sha256(original).digest()
     # Each part alone would be ~10 requests and ~100 MB sent; one stream is a request or two.
     assert len(downloads) <= 2, downloads
+
+
+def test_verbose_logs_the_archive_files_range_requests_too(server, tmp_path, library):
+    """-v promises every request in the log: the archive file's Range requests (sent by
+    worker threads, not httpx) included, and never the key."""
+    with start_mount(server, tmp_path / "lrr-v", args=("-v", "--cache-size", "0")) as mount:
+        copied = (mount.path / "Comic 13" / "Comic 13.zip").read_bytes()
+        assert copied == (library / "Comic 13.zip").read_bytes()
+        assert wait_for(lambda: "/download Range bytes=0-" in mount.log_text(), timeout=10)
+        text = mount.log_text()
+    assert re.search(r"HTTP Request: GET /api/archives/[0-9a-f]{40}/download Range", text)
+    assert KEY not in text
