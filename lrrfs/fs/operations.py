@@ -293,7 +293,9 @@ class LrrOperations(pyfuse3.Operations):
         library = self.library
         found = {name: views.view_node(name) for name in library.view_names}
         for name in library.names:
-            found[name] = Node(Kind.ARCHIVE, library.find(name).arcid)  # type: ignore[union-attr]
+            archive = library.find(name)
+            assert archive is not None  # every listed name is an archive's
+            found[name] = Node(Kind.ARCHIVE, archive.arcid)
         names = sorted(found)
         return names, [found[name] for name in names]
 
@@ -406,8 +408,12 @@ class LrrOperations(pyfuse3.Operations):
             self.library.pin(handle.node.arcid)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache, direct_io=direct_io)
 
+    # pyfuse3 replies with any contiguous buffer (PyObject_GetBuffer in fuse_read_async);
+    # its stubs say bytes, and a page's slice is a memoryview, not a copy.
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+    async def read(  # type: ignore[override]
+        self, fh: int, off: int, size: int
+    ) -> bytes | memoryview:
         handle = self._files[fh]
         node = handle.node
         if handle.snapshot is not None:
