@@ -7,8 +7,8 @@ from .library import (
     ArchiveFile,
     Changes,
     Library,
-    Page,
 )
+from .pagestore import Page
 from .reader import ArchiveReader
 
 __all__ = [

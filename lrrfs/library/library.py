@@ -174,7 +174,9 @@ class Library:
         )
         self._thumb_sizes: dict[str, int] = {}
         self._placeholder_retry = placeholder_retry
-        self._flights: SingleFlight[object] = SingleFlight()
+        self._page_lists: SingleFlight[list[Page]] = SingleFlight()
+        self._thumb_fetches: SingleFlight[_Thumb] = SingleFlight()
+        self._file_lookups: SingleFlight[ArchiveFile] = SingleFlight()
         self._buffers = BufferPool()
         self.prefetcher = Prefetcher(self._prefetch_pages)
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
@@ -263,10 +265,10 @@ class Library:
         requests = (NameRequest(m.arcid, m.title, m.date_added or 0) for m in metas.values())
         names = assign_names(requests, previous, escape_views=self.views is not None)
         changes = Changes()
-        for arcid, archive in list(self._archives.items()):
+        for arcid, gone in list(self._archives.items()):
             if arcid not in metas:
                 del self._archives[arcid]
-                changes.removed.append((arcid, archive.name))
+                changes.removed.append((arcid, gone.name))
         for arcid, meta in metas.items():
             archive = self._archives.get(arcid)
             if archive is None:
@@ -534,16 +536,18 @@ class Library:
         """The archive's pages with their exact sizes (fetched once per archive)."""
         archive = self.get(arcid)
         if archive.pages is None:
-            pages = await self._flights.run(("pages", arcid), lambda: self._load_pages(archive))
-            archive.pages = pages  # type: ignore[assignment]
-            archive.page_index = {page.name: i for i, page in enumerate(archive.pages)}
+            pages = await self._page_lists.run(("pages", arcid), lambda: self._load_pages(archive))
+            archive.pages = pages
+            archive.page_index = {page.name: i for i, page in enumerate(pages)}
         return archive.pages
 
     async def find_page(self, arcid: str, name: str) -> tuple[int, Page] | None:
         if not PAGE_NAME_RE.fullmatch(name):
             return None
         pages = await self.pages(arcid)
-        index = self.get(arcid).page_index.get(name)  # type: ignore[union-attr]
+        page_index = self.get(arcid).page_index
+        assert page_index is not None  # set with the pages, and no wait since
+        index = page_index.get(name)
         return None if index is None else (index, pages[index])
 
     @property
@@ -714,11 +718,13 @@ class Library:
         after a while: the caller gets what is known at once."""
         thumb = self._thumbs.get(arcid)
         if thumb is None:
-            thumb = await self._flights.run(("thumb", arcid), lambda: self._fetch_thumbnail(arcid))
+            thumb = await self._thumb_fetches.run(
+                ("thumb", arcid), lambda: self._fetch_thumbnail(arcid)
+            )
         elif thumb.placeholder and trio.current_time() - thumb.fetched > self._placeholder_retry:
             thumb.fetched = trio.current_time()  # one retry at a time
             self._in_background(self._fetch_thumbnail(arcid))
-        return thumb.data  # type: ignore[union-attr]
+        return thumb.data
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Give the library a nursery for work nobody waits for (progress, prefetch)."""
@@ -754,10 +760,9 @@ class Library:
     async def archive_file(self, arcid: str) -> ArchiveFile:
         archive = self.get(arcid)
         if archive.file is None:
-            file = await self._flights.run(
+            file = await self._file_lookups.run(
                 ("file", arcid), lambda: self._find_archive_file(archive.meta)
             )
-            assert isinstance(file, ArchiveFile)
             if self._comic_names:
                 file = replace(file, name=comic_name(file.name))
             archive.file = file
