@@ -34,6 +34,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import trio
@@ -325,7 +326,7 @@ class DiskCache:
         with self._lock:
             self._used = total + self._written - written  # what was written meanwhile
 
-    def _walk(self):  # type: ignore[no-untyped-def]
+    def _walk(self) -> Iterator[os.DirEntry[str]]:
         stack = [str(self.root)]
         while stack:
             try:

@@ -238,17 +238,16 @@ class PageStore:
         Range workers, not httpx); each page out as soon as its bytes are in."""
         assert pages.file_size is not None
         listed = pages.pages
-        spans = [listed[i].span for i in run]
-        assert all(span is not None for span in spans)
-        start = spans[0].offset  # type: ignore[union-attr]
-        length = spans[-1].end - start  # type: ignore[union-attr]
+        spans = [span for i in run if (span := listed[i].span) is not None]
+        assert len(spans) == len(run)  # a run is made of zip members only
+        start = spans[0].offset
+        length = spans[-1].end - start
         pooled = self._buffers.take(length)
         buffer = memoryview(pooled)[:length]
         client = self._client
         job = client.read_range(pages.arcid, start, buffer, pages.file_size)
         try:
             for i, span in zip(run, spans, strict=True):
-                assert span is not None
                 await self._arrived(job, span.end - start)
                 on_page(i, extract(buffer, start, span, listed[i].size))
                 await trio.lowlevel.checkpoint()  # a reader's call goes first, not after the run

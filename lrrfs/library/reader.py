@@ -75,8 +75,9 @@ class BufferPool:
     def give(self, buffer: Buffer, size: int, reusable: bool) -> None:
         """`reusable`: nothing writes into it any more (its transfer has ended)."""
         self.in_use -= size
-        pooled = isinstance(buffer, mmap.mmap) and len(buffer) == self._part
-        if reusable and pooled and len(self._free) < self._keep:
+        if not (reusable and isinstance(buffer, mmap.mmap)):
+            return
+        if len(buffer) == self._part and len(self._free) < self._keep:
             self._free.append(buffer)
 
     def room_for(self, size: int) -> bool:

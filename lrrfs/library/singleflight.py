@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import trio
 
@@ -38,7 +38,9 @@ class SingleFlight(Generic[T]):
             if call.error is not None:
                 raise call.error
             if not call.cancelled:
-                return call.result  # type: ignore[return-value]
+                # Neither failed nor cancelled: the leader set the result (None only if
+                # T allows it).
+                return cast(T, call.result)
 
     def running(self, key: Hashable) -> bool:
         return key in self._calls
