@@ -19,8 +19,8 @@ class Kind(IntEnum):
     PAGE = 2
     THUMBNAIL = 3
     ARCHIVE_FILE = 4  # the original archive file
-    METADATA = 5  # index: generation (a new inode after a rename away or a revert)
-    SCRATCH = 6  # an editor's temporary file; index: its number
+    METADATA = 5  # number: generation (a new inode after a rename away or a revert)
+    SCRATCH = 6  # an editor's temporary file; number: its number
     VIEW = 7  # a view's folder; view: its path from the top ("@tags/artist/alice")
     VIEW_LINK = 8  # a link in a view folder to an archive folder; view: the folder's path
     FOLDER_ICON = 9  # `.directory`: Dolphin's folder settings, the cover as the folder's icon
@@ -32,7 +32,7 @@ VIEW_KINDS = (Kind.VIEW, Kind.VIEW_LINK)
 class Node(NamedTuple):
     kind: Kind
     arcid: str = ""
-    index: int = 0  # page number (0-based) for pages
+    number: int = 0  # pages: the page's index (0-based); see Kind for the others
     view: str = ""  # views: the path of the view folder, names joined by "/"
 
     @property

@@ -47,7 +47,7 @@ UNPIN_GRACE = 1.0  # seconds
 FOLDER_ICON_NAME = ".directory"
 # Dolphin (KDE) reads a folder's icon from it; "./" is the folder itself.
 FOLDER_ICON = f"[Desktop Entry]\nIcon=./{THUMBNAIL_NAME}\n".encode()
-FORMER_NAME = 1  # index of an archive folder's node under its former name: an inode of its own
+FORMER_NAME = 1  # number of an archive folder's node under its former name: an inode of its own
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -196,7 +196,7 @@ class LrrOperations(pyfuse3.Operations):
         """The node's exact size, and how long the kernel may trust it."""
         library, timeouts = self.library, self.timeouts
         if node.kind is Kind.PAGE:
-            return (await library.pages(node.arcid))[node.index].size, timeouts.entry
+            return (await library.pages(node.arcid))[node.number].size, timeouts.entry
         if node.kind is Kind.THUMBNAIL:
             data = await library.thumbnail(node.arcid)
             placeholder = library.thumbnail_is_placeholder(node.arcid)
@@ -206,7 +206,7 @@ class LrrOperations(pyfuse3.Operations):
         if node.kind is Kind.METADATA:
             return len(library.get(node.arcid).metadata_json), timeouts.editable
         if node.kind is Kind.SCRATCH:
-            return len(self.scratch.get(node.index).data), timeouts.editable
+            return len(self.scratch.get(node.number).data), timeouts.editable
         if node.kind is Kind.VIEW_LINK:
             return len(views.link_target(library, node)), timeouts.view
         if node.kind is Kind.FOLDER_ICON:
@@ -222,7 +222,7 @@ class LrrOperations(pyfuse3.Operations):
         if node.is_dir:
             return stat.S_IFDIR | (0o755 if writable else 0o555)
         if node.kind is Kind.SCRATCH:
-            return stat.S_IFREG | self.scratch.get(node.index).mode
+            return stat.S_IFREG | self.scratch.get(node.number).mode
         if node.kind is Kind.METADATA and writable:
             return stat.S_IFREG | 0o644
         return stat.S_IFREG | 0o444
@@ -237,10 +237,10 @@ class LrrOperations(pyfuse3.Operations):
             attr.st_size, timeout = await self._size_of(node)
             attr.st_blocks = (attr.st_size + 511) // 512
         if node.kind is Kind.SCRATCH:
-            mtime_ns = self.scratch.get(node.index).mtime_ns
+            mtime_ns = self.scratch.get(node.number).mtime_ns
         attr.st_mode = self.ownership.mode(self._mode(node))
         attr.entry_timeout = attr.attr_timeout = timeout
-        if node.kind is Kind.ARCHIVE and node.index == FORMER_NAME:
+        if node.kind is Kind.ARCHIVE and node.number == FORMER_NAME:
             attr.entry_timeout = 0  # looked up each time: it is there for its writers only
         attr.st_uid, attr.st_gid = self.ownership.uid, self.ownership.gid
         attr.st_blksize = ARCHIVE_BLOCK_SIZE if node.kind is Kind.ARCHIVE_FILE else BLOCK_SIZE
@@ -387,7 +387,7 @@ class LrrOperations(pyfuse3.Operations):
             # Opening a page is reading it: a re-read may come from the kernel's cache,
             # without a read call. lrrfs's own fetches never open a file.
             by_person, turned_bulk = self._readers.opened(ctx.pid, node.arcid)
-            self.library.page_opened(node.arcid, node.index, by_person)
+            self.library.page_opened(node.arcid, node.number, by_person)
             if turned_bulk:
                 self.library.read_in_bulk(node.arcid)
         if node.kind in (Kind.METADATA, Kind.SCRATCH):
@@ -426,9 +426,9 @@ class LrrOperations(pyfuse3.Operations):
             archive.document.note_read(archive.meta)
             return archive.metadata_json[off : off + size]
         if node.kind is Kind.SCRATCH:
-            return bytes(self.scratch.get(node.index).data[off : off + size])
+            return bytes(self.scratch.get(node.number).data[off : off + size])
         with self.calls.bounded("read"):
-            data = await self.library.page_data(node.arcid, node.index)
+            data = await self.library.page_data(node.arcid, node.number)
         handle.snapshot = data  # a page comes in several reads: one fetch, one prefetch nudge
         return memoryview(data)[off : off + size]
 
@@ -472,7 +472,7 @@ class LrrOperations(pyfuse3.Operations):
 
     def _truncate(self, node: Node, size: int) -> None:
         if node.kind is Kind.SCRATCH:
-            self.scratch.truncate(self.scratch.get(node.index), size)
+            self.scratch.truncate(self.scratch.get(node.number), size)
             return
         archive = self.library.get(node.arcid)
         try:
@@ -486,7 +486,7 @@ class LrrOperations(pyfuse3.Operations):
         node = handle.node
         self._check_writable(node)
         if node.kind is Kind.SCRATCH:
-            self.scratch.write(self.scratch.get(node.index), off, buf)
+            self.scratch.write(self.scratch.get(node.number), off, buf)
             return len(buf)
         archive = self.library.get(node.arcid)
         try:
@@ -538,7 +538,7 @@ class LrrOperations(pyfuse3.Operations):
             elif node.kind is Kind.METADATA:
                 await self._save(node.arcid)  # `truncate FILE`: no handle, no later close
         if fields.update_mode and node.kind is Kind.SCRATCH:
-            self.scratch.get(node.index).mode = stat.S_IMODE(attr.st_mode) & 0o666
+            self.scratch.get(node.number).mode = stat.S_IMODE(attr.st_mode) & 0o666
         # Owner, times and other modes: accepted and ignored (editors copy them over).
         return await self._attributes(node)
 
@@ -676,7 +676,7 @@ class LrrOperations(pyfuse3.Operations):
         if source.kind is Kind.SCRATCH and new == METADATA_NAME:
             await self._save_renamed(source)
         elif source.kind is Kind.SCRATCH:
-            self.scratch.rename(self.scratch.get(source.index), new)
+            self.scratch.rename(self.scratch.get(source.number), new)
         elif source.kind is Kind.METADATA:
             self._rename_metadata_away(source, new)
         else:
@@ -684,7 +684,7 @@ class LrrOperations(pyfuse3.Operations):
 
     async def _save_renamed(self, source: Node) -> None:
         """A file renamed onto metadata.json (sed -i, gedit, os.replace): a save."""
-        scratch = self.scratch.get(source.index)
+        scratch = self.scratch.get(source.number)
         archive = self.library.get(source.arcid)
         try:
             archive.document.replace(archive.meta, bytes(scratch.data))
