@@ -298,6 +298,29 @@ def absolute(path: object) -> Path | None:
     return path.absolute() if isinstance(path, Path) else None
 
 
+# A setting holds what its parser in config.SETTINGS made of it, or its default: these
+# name that type (for the type checker) and check it.
+
+
+def number(value: object) -> float:
+    assert isinstance(value, int | float)
+    return value
+
+
+def integer(value: object) -> int:
+    assert isinstance(value, int)
+    return value
+
+
+def optional_integer(value: object) -> int | None:
+    return None if value is None else integer(value)
+
+
+def optional_path(value: object) -> Path | None:
+    assert value is None or isinstance(value, Path)
+    return value
+
+
 def mount_options(args: argparse.Namespace) -> tuple[MountOptions, Settings]:
     from .mount import MountOptions
 
@@ -306,20 +329,20 @@ def mount_options(args: argparse.Namespace) -> tuple[MountOptions, Settings]:
     options = MountOptions(
         url=url,
         mountpoint=args.mountpoint.absolute(),
-        api_key=read_api_key(settings.get("api_key_file")),  # type: ignore[arg-type]
-        refresh_interval=settings["refresh_interval"],  # type: ignore[arg-type]
-        timeout=settings["timeout"],  # type: ignore[arg-type]
-        cache_bytes=settings["memory_cache"],  # type: ignore[arg-type]
-        disk_cache_bytes=settings["cache_size"],  # type: ignore[arg-type]
+        api_key=read_api_key(optional_path(settings.get("api_key_file"))),
+        refresh_interval=number(settings["refresh_interval"]),
+        timeout=number(settings["timeout"]),
+        cache_bytes=integer(settings["memory_cache"]),
+        disk_cache_bytes=integer(settings["cache_size"]),
         cache_dir=absolute(settings.get("cache_dir")),
-        thumbnail_wait=settings["thumbnail_wait"],  # type: ignore[arg-type]
+        thumbnail_wait=number(settings["thumbnail_wait"]),
         allow_other=bool(settings["allow_other"]),
         debug_fuse=bool(settings["debug_fuse"]),
         verify_tls=not settings["insecure"],
         read_only=bool(settings["read_only"]),
-        uid=settings.get("uid"),  # type: ignore[arg-type]
-        gid=settings.get("gid"),  # type: ignore[arg-type]
-        umask=settings["umask"],  # type: ignore[arg-type]
+        uid=optional_integer(settings.get("uid")),
+        gid=optional_integer(settings.get("gid")),
+        umask=integer(settings["umask"]),
         fsname=fsname,
         kernel_options=kernel,
         views=not settings["no_views"],
@@ -346,9 +369,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
     except (ConfigError, MountError) as exc:
         print(f"lrrfs: {exc}", file=sys.stderr)
         return 1
-    verbose, log_file = bool(settings["verbose"]), settings.get("log_file")
+    verbose, log_file = bool(settings["verbose"]), optional_path(settings.get("log_file"))
     if args.foreground:
-        setup_logging(verbose, log_file)  # type: ignore[arg-type]
+        setup_logging(verbose, log_file)
 
         def ready(error: str | None) -> None:
             if error:
@@ -356,7 +379,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
         return run_foreground(options, ready)
     log_file = log_file or default_log_file()
-    status = mount_in_background(options, lambda: setup_logging(verbose, log_file))  # type: ignore[arg-type]
+    status = mount_in_background(options, lambda: setup_logging(verbose, log_file))
     if status == 0:
         print(f"lrrfs: mounted {options.url} on {options.mountpoint} (log: {log_file})")
     return status
@@ -399,7 +422,7 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     return clear(url, cache_dir)
 
 
-def add_cache_commands(commands: argparse._SubParsersAction) -> None:
+def add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cache = commands.add_parser("cache", help="fill the disk cache ahead of time, or empty it")
     actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
     warm = actions.add_parser(
@@ -532,4 +555,5 @@ def main(argv: list[str] | None = None) -> int:
         print(DEMO_EXTRA.format(command="demo-server"), file=sys.stderr)
         return 1
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    command: Callable[[argparse.Namespace], int] = args.func  # each parser sets its cmd_*
+    return command(args)
