@@ -262,17 +262,18 @@ def load_profile(path: Path, name: str) -> Settings:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    document = _parse_toml(path, text)
-    for key, value in document.items():
+    profiles: dict[str, dict[str, Value]] = {}
+    for key, value in _parse_toml(path, text).items():
         if not isinstance(value, dict):
             line = _line_of(text, None, key)
             raise ConfigError(
                 f"{_where(path, line)}: {key!r} is not a profile; profiles are tables, like [{key}]"
             )
-    if name not in document:
-        known = ", ".join(sorted(document)) or "none"
+        profiles[key] = value
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
         raise ConfigError(f"no profile {name!r} in {path} (profiles: {known})")
-    return _check_profile(path, text, name, document[name])
+    return _check_profile(path, text, name, profiles[name])
 
 
 def _parse_toml(path: Path, text: str) -> dict[str, Value]:

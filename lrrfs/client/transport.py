@@ -343,9 +343,9 @@ class Inflater:
     def for_encoding(cls, encoding: str | None, accepted: str | None = None) -> Inflater | None:
         """The inflater a Content-Encoding asks for; BadResponse for one the request did
         not accept (`accepted`: its Accept-Encoding; none: gzip and deflate)."""
-        if not cls.names(encoding):
+        if encoding is None or not cls.names(encoding):
             return None
-        name = (encoding or "").strip().lower()
+        name = encoding.strip().lower()
         name = "gzip" if name == "x-gzip" else name
         asked = {part.split(";")[0].strip().lower() for part in (accepted or "").split(",")}
         if name in ("gzip", "deflate") and (accepted is None or name in asked):
