@@ -172,7 +172,9 @@ def _decode_entry(decoder: json.JSONDecoder, text: str, pos: int, what: str) -> 
 
 
 def _skip_space(text: str, pos: int) -> int:
-    return JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]
+    match = JSON_SPACE.match(text, pos)
+    assert match is not None  # it matches the empty text too
+    return match.end()
 
 
 @dataclass

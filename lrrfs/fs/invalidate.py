@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from typing import TypeVarTuple
 
 import pyfuse3
 import trio
@@ -17,8 +19,10 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 5.0
 
+Ts = TypeVarTuple("Ts")
 
-async def _in_thread(call, *args) -> None:  # type: ignore[no-untyped-def]
+
+async def _in_thread(call: Callable[[*Ts], object], *args: *Ts) -> None:
     with trio.move_on_after(TIMEOUT) as scope:
         # OSError: the kernel did not have it cached, so there is nothing to drop.
         with contextlib.suppress(OSError):
