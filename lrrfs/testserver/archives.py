@@ -16,6 +16,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .names import is_image, normalize_member
 
@@ -103,12 +104,10 @@ def _zip_members(path: Path | io.BytesIO) -> list[Member]:
 def _tar_members(source: Path | io.BytesIO) -> list[Member]:
     gzipped = _is_gzip(source)
     out = []
-    in_memory = isinstance(source, io.BytesIO)
-    with tarfile.open(
-        name=None if in_memory else source,
-        fileobj=source if in_memory else None,
-        mode="r:gz" if gzipped else "r:",
-    ) as tf:
+    in_memory = source if isinstance(source, io.BytesIO) else None
+    path = None if isinstance(source, io.BytesIO) else source
+    mode: Literal["r:gz", "r:"] = "r:gz" if gzipped else "r:"
+    with tarfile.open(name=path, fileobj=in_memory, mode=mode) as tf:
         for info in tf:
             name = normalize_member(_printable(info.name))
             if not info.isreg() or info.issparse() or name is None or not is_image(name):
@@ -134,7 +133,7 @@ def _printable(name: str) -> str:
 
 def _is_gzip(source: Path | io.BytesIO) -> bool:
     if isinstance(source, io.BytesIO):
-        return source.getbuffer()[:2] == b"\x1f\x8b"
+        return bytes(source.getbuffer()[:2]) == b"\x1f\x8b"
     with open(source, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
 
@@ -155,7 +154,9 @@ def _zip_data_offset(path: Path, member: Member) -> int:
     fields = _ZIP_LOCAL_HEADER.unpack(header)
     if fields[0] != b"PK\x03\x04":
         raise zipfile.BadZipFile(f"bad local header for {member.raw_name!r}")
-    return member.offset + _ZIP_LOCAL_HEADER.size + fields[9] + fields[10]
+    name_length: int = fields[9]
+    extra_length: int = fields[10]
+    return member.offset + _ZIP_LOCAL_HEADER.size + name_length + extra_length
 
 
 def read_member(path: Path, member: Member) -> bytes:

@@ -45,7 +45,7 @@ def page_content_type(name: str) -> str:
     return _PAGE_TYPES.get(extension_of(name), "application/x-download")
 
 
-def natural_key(path: str) -> tuple:
+def natural_key(path: str) -> tuple[tuple[object, ...], str]:
     """Sort key of 0.9 servers: digit runs compare as numbers, text case-insensitively.
 
     re.split with a capturing group alternates text / digits, so every position of the key holds

@@ -7,7 +7,7 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .names import html_escape, mojo_quote
 
@@ -157,7 +157,7 @@ class Shapes:
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)?")
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
     """Range handling of Mojolicious::Plugin::RenderFile, which LRR uses for files.
 
     None: no Range header (200). (start, end): inclusive byte range (206).
