@@ -52,7 +52,7 @@ import zlib
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from .responses import JSON_TYPE, Response, Shapes, Stream, body_chunks
 
@@ -145,7 +145,7 @@ class Rule:
         }
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no number
 
 

@@ -24,6 +24,7 @@ from .store import STATE_FILE
 FIXED_DATE = (2024, 1, 2, 3, 4, 6)
 FIXED_EPOCH = 1704164646
 DEFAULT_PAGE_BYTES = 200_000
+PAGE_SIZE = (120, 170)  # pixels of a sample page
 
 Members = list[tuple[str, bytes]]
 
@@ -68,7 +69,7 @@ def encode(img: Image.Image, fmt: str) -> bytes:
 
 
 def page(
-    label: str, fmt: str, seed: int, size: tuple[int, int] = (120, 170), noise: int = 0
+    label: str, fmt: str, seed: int, size: tuple[int, int] = PAGE_SIZE, noise: int = 0
 ) -> bytes:
     return encode(page_image(label, size, seed, noise=noise), fmt)
 
@@ -174,12 +175,16 @@ def make_archive(
 
 
 def _numbered(
-    names: Iterable[str], fmt_of: dict[str, str] | None = None, seed: int = 0, **kw
+    names: Iterable[str],
+    fmt_of: dict[str, str] | None = None,
+    seed: int = 0,
+    size: tuple[int, int] = PAGE_SIZE,
+    noise: int = 0,
 ) -> Members:
     out = []
     for i, name in enumerate(names):
         fmt = name.rsplit(".", 1)[-1].lower().replace("jpeg", "jpg")
-        out.append((name, page(name.rsplit("/", 1)[-1], fmt, seed + i, **kw)))
+        out.append((name, page(name.rsplit("/", 1)[-1], fmt, seed + i, size, noise)))
     return out
 
 
