@@ -175,7 +175,8 @@ class Api:
             error = self._check_id(args["id"])
             if error is not None:
                 return error
-        return getattr(self, route.handler)(req, **args)
+        handler: Callable[..., Response] = getattr(self, route.handler)
+        return handler(req, **args)
 
     def _check_id(self, arcid: str) -> Response | None:
         """0.9.70+ validates ids against the OpenAPI spec: exactly 40 characters."""
@@ -431,7 +432,10 @@ class Api:
                     "task": found.task,
                 }
             )
-        stamp = lambda t: None if t is None else str(int(t))  # noqa: E731
+
+        def stamp(t: float | None) -> str | None:
+            return None if t is None else str(int(t))
+
         return json_response(
             {
                 "args": [],
@@ -603,7 +607,7 @@ class Api:
         return found, len(every)
 
     @staticmethod
-    def _sort_key(sortby: str, meta: dict[str, Any]) -> tuple:
+    def _sort_key(sortby: str, meta: dict[str, Any]) -> tuple[object, ...]:
         if sortby == "title":
             return (meta["title"].casefold(), meta["title"])
         if sortby == "lastread":
@@ -616,7 +620,7 @@ class Api:
         return (1, "", meta["title"].casefold())
 
     @staticmethod
-    def _page(found: list, req: Request) -> list:
+    def _page(found: list[Archive], req: Request) -> list[Archive]:
         try:
             start = int(req.param("start") or 0)
         except ValueError:
