@@ -19,6 +19,8 @@ from .routes import Api, Config
 from .store import Library
 
 GENERATIONS = ("0.9", "0.7")
+# What socketserver hands a server as a request: a socket, or for UDP (data, socket).
+SocketRequest = socket.socket | tuple[bytes, socket.socket]
 
 
 def check_loopback(host: str) -> str:
@@ -60,14 +62,18 @@ class LrrHttpServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve the host name (getfqdn): skip that.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, self.server_port = self.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET or AF_INET6 socket's name
+        self.server_name = host
 
-    def process_request(self, request: socket.socket, client_address: object) -> None:
+    def process_request(self, request: SocketRequest, client_address: object) -> None:
+        assert isinstance(request, socket.socket)  # TCP: a connection
         with self._conns_lock:
             self._conns.add(request)
         super().process_request(request, client_address)
 
-    def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
+    def shutdown_request(self, request: SocketRequest) -> None:
+        assert isinstance(request, socket.socket)
         with self._conns_lock:
             self._conns.discard(request)
         super().shutdown_request(request)
