@@ -1,7 +1,7 @@
 """Set up lrrfs from a clone on Debian/Ubuntu, then run the demo or the tests.
 
     python3 -m lrrfs.bootstrap demo [MOUNTPOINT]   # install, then `lrrfs demo`
-    python3 -m lrrfs.bootstrap test [PYTEST ARGS]   # install, then ruff + pytest
+    python3 -m lrrfs.bootstrap test [PYTEST ARGS]   # install, then ruff + mypy + pytest
 
 Standard library only: it runs before anything is installed. It installs the
 Debian packages that are missing (as root, with apt-get), makes a virtual
@@ -110,6 +110,9 @@ def main(argv: list[str]) -> int:
     lint = subprocess.run([str(python), "-m", "ruff", "check", "lrrfs", "tests"])
     if lint.returncode != 0:
         return lint.returncode
+    types = subprocess.run([str(python), "-m", "mypy", "lrrfs"])  # strict: pyproject.toml
+    if types.returncode != 0:
+        return types.returncode
     return subprocess.run([str(python), "-m", "pytest", *argv[1:]]).returncode
 
 
