@@ -16,7 +16,7 @@ from lrrfs.testserver.samples import make_archive
 from .conftest import KEY, start_mount, start_server, wait_for
 from .terminal import Terminal
 
-BOOKS = 26
+BOOKS = 27
 
 
 @pytest.fixture(scope="module", params=["0.9", "0.7"], ids=lambda g: f"lrr{g}")
@@ -384,6 +384,25 @@ def test_clearing_every_tag_is_checked_against_what_the_server_kept(book):
         book.file.write_text(book.edited(tags=[]))
         assert book.on_server()["tags"] == []
     assert book.shown()["tags"] == book.on_server()["tags"]
+
+
+@uses(26)
+def test_a_reader_gets_one_version_even_if_the_server_changes_it_meanwhile(book):
+    """A refresh between two reads of one open (the progress moved, the web UI edited it)
+    must not splice two versions: found by the soak (a JSON with extra data)."""
+    before = book.file.read_bytes()
+    with open(book.file, "rb", buffering=0) as reader:
+        head = reader.read(10)
+        title = "Book 26 changed on the server meanwhile"
+        with book.server.http() as http:
+            http.put(f"/api/archives/{book.arcid}/metadata", data={"title": title, "tags": ""})
+        changed = book.mount.path / title
+        assert wait_for(changed.exists, timeout=15)  # the refresh applied it
+        rest = b"".join(iter(lambda: reader.read(7), b""))
+    assert head + rest == before
+    assert json.loads((changed / "metadata.json").read_text())["title"].endswith("meanwhile")
+    with book.server.http() as http:
+        http.put(f"/api/archives/{book.arcid}/metadata", data={"title": "Book 26", "tags": ""})
 
 
 @uses(18)

@@ -372,6 +372,14 @@ class LrrOperations(pyfuse3.Operations):
             if flags & os.O_TRUNC:
                 self._truncate(node, 0)
                 handle.wrote = True
+        elif node.kind is Kind.METADATA:
+            # One version per open: a refresh (the progress, another client's edit) may
+            # change the text between two reads, and a reader must never get half of each.
+            # Direct I/O: the kernel then reads to this text's end, whatever size it knew.
+            archive = self.library.get(node.arcid)
+            archive.document.note_read(archive.meta)
+            handle.snapshot = archive.metadata_json
+            direct_io = True
         elif node.kind is Kind.FOLDER_ICON:
             handle.snapshot = FOLDER_ICON
         elif node.kind is Kind.THUMBNAIL:
