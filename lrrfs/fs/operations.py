@@ -355,7 +355,6 @@ class LrrOperations(pyfuse3.Operations):
     # -- reading ------------------------------------------------------------------
 
     @fuse_errors
-    @bounded
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self._node(inode)
         if node.is_dir:
@@ -383,10 +382,12 @@ class LrrOperations(pyfuse3.Operations):
         elif node.kind is Kind.FOLDER_ICON:
             handle.snapshot = FOLDER_ICON
         elif node.kind is Kind.THUMBNAIL:
-            handle.snapshot = await self.library.thumbnail(node.arcid)
+            with self.calls.bounded("open"):  # opens of pages, the hot path, need no scope
+                handle.snapshot = await self.library.thumbnail(node.arcid)
             keep_cache = not self.library.thumbnail_is_placeholder(node.arcid)
         elif node.kind is Kind.ARCHIVE_FILE:
-            handle.reader = await self.library.open_archive(node.arcid)
+            with self.calls.bounded("open"):
+                handle.reader = await self.library.open_archive(node.arcid)
             # Direct I/O: the kernel passes reads as large as the program asks for
             # (1 MiB for `cat`) instead of 128 KiB at a time, which is what lets a
             # Python process keep up with the server. The cost: no shared mmap.
@@ -564,14 +565,12 @@ class LrrOperations(pyfuse3.Operations):
         return archive.document.dirty and bool(archive.metadata_json.strip())
 
     @fuse_errors
-    @bounded
     async def flush(self, fh: int) -> None:
         handle = self._files.get(fh)
         if handle is not None and self._finished_text(handle):
             await self._save_from(handle)
 
     @fuse_errors
-    @bounded
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._files.get(fh)
         if handle is not None and handle.failed:
@@ -580,7 +579,6 @@ class LrrOperations(pyfuse3.Operations):
             await self._save_from(handle)  # an empty text fails here: fsync asks for it saved
 
     @fuse_errors
-    @bounded
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
         if handle is None:
@@ -610,7 +608,8 @@ class LrrOperations(pyfuse3.Operations):
         archive = self.library.get(arcid)
         title = archive.meta.title
         try:
-            await self.library.save_metadata(arcid)
+            with self.calls.bounded("saving metadata.json"):  # flush, fsync, release: only here
+                await self.library.save_metadata(arcid)
         except (EditError, LrrError) as exc:
             log.error("saving metadata.json of %r failed: %s", title, exc)
             self._tell_user(f"saving metadata.json of {title!r}", exc)
