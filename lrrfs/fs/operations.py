@@ -376,11 +376,10 @@ class LrrOperations(pyfuse3.Operations):
             handle.snapshot = await self.library.thumbnail(node.arcid)
             keep_cache = not self.library.thumbnail_is_placeholder(node.arcid)
         elif node.kind is Kind.ARCHIVE_FILE:
+            # Through the kernel's page cache, kept across opens (an archive's bytes never
+            # change under its cache key; a new size is a new file): small reads hit
+            # memory, a second open reads nothing from us, a shared mmap works.
             handle.reader = await self.library.open_archive(node.arcid)
-            # Direct I/O: the kernel passes reads as large as the program asks for
-            # (1 MiB for `cat`) instead of 128 KiB at a time, which is what lets a
-            # Python process keep up with the server. The cost: no shared mmap.
-            direct_io = True
         elif node.kind is Kind.PAGE:
             # Opening a page is reading it: a re-read may come from the kernel's cache,
             # without a read call. lrrfs's own fetches never open a file.

@@ -4,6 +4,14 @@ Layout: `<root>/v1/<kind>/<xx>/<sha1 of the key>`, one file per blob:
 
     magic (8 bytes) | payload length (8) | CRC-32 of the payload (4) | payload
 
+Blobs of the kinds in `LABELED` (blocks of archive files) also carry their own
+kind and key after the header, covered by the checksum, and are served only
+under that name: a block copied, renamed or hashed into the wrong place is a
+miss, never another archive's bytes (as mountpoint-s3's block header does):
+
+    magic v2 (8) | payload length (8) | CRC-32 of label + payload (4) |
+    label length (2) | label ("kind\0key") | payload
+
 A blob is written to a temporary file in the same folder and renamed into
 place (`os.replace`, atomic), so a reader sees either no file or a whole one;
 a file whose length or checksum does not match (a crash mid-write on a disk
@@ -41,7 +49,10 @@ import trio
 log = logging.getLogger(__name__)
 
 MAGIC = b"LRRFS\x01\x00\x00"
+MAGIC_LABELED = b"LRRFS\x02\x00\x00"
 HEADER = struct.Struct("<8sQI")
+LABEL = struct.Struct("<H")
+LABELED = frozenset({"block"})  # kinds whose blobs name themselves
 VERSION_DIR = "v1"
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 600.0  # a temp file this old was left by a crash
@@ -51,7 +62,7 @@ WRITER_NICENESS = 10
 TOUCH_SECONDS = 2.0  # uses are stamped at most this long after they happen
 QUIET_SECONDS = 0.25  # writes wait until reading has paused this long...
 BACKLOG_BYTES = QUEUE_BYTES // 2  # ...unless this much is waiting
-BULKY = frozenset({"page", "thumb"})  # kinds evicted before the others
+BULKY = frozenset({"page", "thumb", "block"})  # kinds evicted before the others
 
 
 def default_cache_root() -> Path:
@@ -88,10 +99,11 @@ class DiskCache:
         self._written = 0  # bytes written by this process, ever: eviction's scans miss some
         self._evictor: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _used and the write queue
-        self._queue: deque[tuple[str, str, bytes]] = deque()  # blobs to write
-        self._touches: dict[tuple[str, str], bytes] = {}  # blobs used, to stamp
+        self._queue: deque[tuple[str, str, bytes | None]] = deque()  # blobs to write
+        self._touches: dict[tuple[str, str], bytes | None] = {}  # blobs used, to stamp
         self._touch_due = 0.0  # when the gathered touches are stamped
         self._queued = 0  # bytes in both
+        self._writing = 0  # writes taken from the queue, not yet done
         self._quiet_from = 0.0  # no write before this (monotonic): a reader is busy
         self._wakeup = threading.Condition(self._lock)
         self._closed = False
@@ -117,14 +129,19 @@ class DiskCache:
                 blob = handle.read()
         except OSError:
             return None
-        data = self._unpack(blob)
+        data = self._unpack(blob, _label(kind, key) if kind in LABELED else None)
         if data is None:
             log.warning("disk cache: %s is damaged; dropping it", path)
             with contextlib.suppress(OSError):
                 path.unlink()
         else:
-            self.touch_later(kind, key, data)  # used now: evicted last
+            # used now: evicted last (a block is not kept to write again: too big)
+            self.touch_later(kind, key, None if kind in LABELED else data)
         return data
+
+    def has(self, kind: str, key: str) -> bool:
+        """Whether the blob is there (not checked: `get` does that)."""
+        return self.path(kind, key).exists()
 
     async def read(self, kind: str, key: str, timeout: float) -> bytes | None:
         """`get` in a worker thread, so that a slow disk never stalls the mount; None
@@ -142,21 +159,34 @@ class DiskCache:
         return [None] * len(keys)
 
     @staticmethod
-    def _unpack(blob: bytes) -> bytes | None:
+    def _unpack(blob: bytes, label: bytes | None) -> bytes | None:
+        """The payload if the blob is whole and checks out (and names itself `label`)."""
         if len(blob) < HEADER.size:
             return None
         magic, length, crc = HEADER.unpack_from(blob)
-        if magic != MAGIC or length != len(blob) - HEADER.size:
+        start = HEADER.size
+        seed = 0
+        if label is not None:
+            if magic != MAGIC_LABELED or len(blob) < start + LABEL.size:
+                return None
+            (size,) = LABEL.unpack_from(blob, start)
+            start += LABEL.size + size
+            if blob[start - size : start] != label:
+                return None
+            seed = zlib.crc32(label)
+        elif magic != MAGIC:
             return None
-        data = blob[HEADER.size :]
-        return data if zlib.crc32(data) == crc else None
+        if length != len(blob) - start:
+            return None
+        data = blob[start:]
+        return data if zlib.crc32(data, seed) == crc else None
 
     # -- writing ----------------------------------------------------------------
 
     def put(self, kind: str, key: str, data: bytes) -> None:
         """Write the blob now (blocking)."""
         path = self.path(kind, key)
-        header = HEADER.pack(MAGIC, len(data), zlib.crc32(data))
+        header = _header(kind, key, data)
         temp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}"
         try:
             if path.parent not in self._folders:
@@ -177,8 +207,8 @@ class DiskCache:
                 temp.unlink()
             return
         with self._lock:
-            self._used += HEADER.size + len(data)
-            self._written += HEADER.size + len(data)
+            self._used += len(header) + len(data)
+            self._written += len(header) + len(data)
             over = self._used > self.cap
         if over:
             self._start_eviction()
@@ -187,9 +217,10 @@ class DiskCache:
         """Queue the blob for the writer thread; dropped if too much is waiting."""
         self._enqueue(kind, key, data, touch=False)
 
-    def touch_later(self, kind: str, key: str, data: bytes) -> None:
+    def touch_later(self, kind: str, key: str, data: bytes | None) -> None:
         """The blob was used (from memory): it is the most recent again, for eviction;
-        written again if it was evicted meanwhile (least recently used is not unused)."""
+        written again if it was evicted meanwhile (least recently used is not unused),
+        unless `data` is None."""
         self._enqueue(kind, key, data, touch=True)
 
     def reading(self) -> None:
@@ -197,9 +228,10 @@ class DiskCache:
         the reader's first), unless the backlog grows long."""
         self._quiet_from = time.monotonic() + QUIET_SECONDS
 
-    def _enqueue(self, kind: str, key: str, data: bytes, touch: bool) -> None:
+    def _enqueue(self, kind: str, key: str, data: bytes | None, touch: bool) -> None:
+        size = len(data) if data is not None else 0
         with self._lock:
-            if self._closed or self._queued + len(data) > QUEUE_BYTES:
+            if self._closed or self._queued + size > QUEUE_BYTES:
                 return
             if not touch:
                 self._queue.append((kind, key, data))
@@ -214,7 +246,27 @@ class DiskCache:
                 self._touches[(kind, key)] = data
             else:
                 return
-            self._queued += len(data)
+            self._queued += size
+
+    def drain(self, timeout: float) -> bool:
+        """Wait (blocking) until every queued write is on disk: whether it came to that
+        within `timeout` seconds. For `lrrfs cache warm`, which must not outrun the disk
+        (a full queue drops writes)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._quiet_from = 0.0
+            self._wakeup.notify_all()
+            while self._queue or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wakeup.wait(left)
+        return True
+
+    def room(self) -> int:
+        """Bytes the write queue can still take."""
+        with self._lock:
+            return QUEUE_BYTES - self._queued
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued (within `timeout`); leave the folder under its cap."""
@@ -241,17 +293,21 @@ class DiskCache:
                 try:
                     if touch:
                         _stamp(self.path(kind, key))
-                    else:
+                    elif data is not None:
                         self.put(kind, key, data)
                 except FileNotFoundError:
-                    self.put(kind, key, data)  # evicted, and used since: back it goes
+                    if data is not None:
+                        self.put(kind, key, data)  # evicted, and used since: back it goes
                 except OSError:
                     pass
                 finally:
                     with self._lock:
-                        self._queued -= len(data)
+                        self._queued -= len(data) if data is not None else 0
+                        if not touch:
+                            self._writing -= 1
+                            self._wakeup.notify_all()  # for `drain`
 
-    def _next_jobs(self) -> list[tuple[str, str, bytes, bool]] | None:
+    def _next_jobs(self) -> list[tuple[str, str, bytes | None, bool]] | None:
         """(With the lock held.) The gathered touches once due, else the next write;
         waits for either. None once closed with nothing left."""
         while True:
@@ -261,6 +317,7 @@ class DiskCache:
                 return [(kind, key, data, True) for (kind, key), data in touches.items()]
             hold = self._quiet_from - now
             if self._queue and (hold <= 0 or self._queued >= BACKLOG_BYTES or self._closed):
+                self._writing += 1
                 return [(*self._queue.popleft(), False)]
             if self._closed and not self._touches:
                 return None
@@ -337,6 +394,19 @@ class DiskCache:
                     stack.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
                     yield entry
+
+
+def _label(kind: str, key: str) -> bytes:
+    return f"{kind}\0{key}".encode("utf-8", "surrogateescape")
+
+
+def _header(kind: str, key: str, data: bytes) -> bytes:
+    """What goes before the payload: see the module's docstring."""
+    if kind not in LABELED:
+        return HEADER.pack(MAGIC, len(data), zlib.crc32(data))
+    label = _label(kind, key)
+    crc = zlib.crc32(data, zlib.crc32(label))
+    return HEADER.pack(MAGIC_LABELED, len(data), crc) + LABEL.pack(len(label)) + label
 
 
 def _stamp(target: int | Path) -> None:

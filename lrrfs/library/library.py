@@ -47,7 +47,7 @@ from .names import VIEW_MARK, NameRequest, assign_names, safe_name
 from .pages import old_server_path, page_names
 from .pagestore import Page, PageSet, PageStore
 from .prefetch import Prefetcher
-from .reader import ArchiveReader, BufferPool
+from .reader import ArchiveBlocks, ArchiveReader, BufferPool
 from .reading import ReadingProgress
 from .singleflight import SingleFlight
 from .views import VIEW_NAMES, ViewFolder, Views
@@ -781,7 +781,18 @@ class Library:
 
     async def open_archive(self, arcid: str) -> ArchiveReader:
         file = await self.archive_file(arcid)
-        return ArchiveReader(self.client, arcid, file.size, self._buffers)
+        return ArchiveReader(
+            self.client, arcid, file.size, self._buffers, self.archive_blocks(arcid)
+        )
+
+    def archive_blocks(self, arcid: str) -> ArchiveBlocks | None:
+        """The archive file's blocks in the disk cache (None without one). Filed by id and
+        length, as `Archive.cache_key` (old servers tell the length only by a HEAD)."""
+        archive = self.get(arcid)
+        if self.disk is None or archive.file is None:
+            return None
+        key = f"{arcid}-{archive.file.size}"
+        return ArchiveBlocks(self.disk, key, self.client.timeout)
 
 
 def encode_pages(refs: list[PageRef], members: dict[int, ZipMember]) -> bytes:
