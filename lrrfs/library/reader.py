@@ -324,7 +324,7 @@ class ArchiveReader:
             if part.saved or not part.whole:
                 continue
             part.saved = True
-            view = memoryview(part.buffer)
+            view = memoryview(part.buffer)[: part.size]  # a pooled buffer may be longer
             for start in range(0, part.size, BLOCK):
                 index = (part.start + start) // BLOCK
                 self._blocks.save(index, bytes(view[start : start + BLOCK]))
