@@ -100,9 +100,11 @@ def original(library) -> bytes:
 def test_sequential_reads_of_every_size_are_exact(server, tmp_path, original, size):
     if size == 1:
         original = original[: 2 * BLOCK + 5]  # a byte at a time: two blocks' edge is enough
-    with mount_with(server, tmp_path, "m", tmp_path / "cache") as mount:
-        with open(archive_of(mount), "rb", buffering=0) as handle:
-            got = b"".join(iter(lambda: handle.read(size), b""))[: len(original)]
+    with (
+        mount_with(server, tmp_path, "m", tmp_path / "cache") as mount,
+        open(archive_of(mount), "rb", buffering=0) as handle,
+    ):
+        got = b"".join(iter(lambda: handle.read(size), b""))[: len(original)]
     assert got == original
 
 
@@ -123,11 +125,13 @@ def test_random_reads_and_block_edges_are_exact(server, tmp_path, original):
 
 @pytest.mark.parametrize("flags", [mmap.MAP_SHARED, mmap.MAP_PRIVATE], ids=["shared", "private"])
 def test_mmap_is_exact(server, tmp_path, original, flags):
-    with mount_with(server, tmp_path, "m", tmp_path / "cache") as mount:
-        with open(archive_of(mount), "rb") as handle:
-            with mmap.mmap(handle.fileno(), 0, flags=flags, prot=mmap.PROT_READ) as mapped:
-                assert mapped[BLOCK - 5 : BLOCK + 5] == original[BLOCK - 5 : BLOCK + 5]
-                assert mapped[:] == original
+    with (
+        mount_with(server, tmp_path, "m", tmp_path / "cache") as mount,
+        open(archive_of(mount), "rb") as handle,
+        mmap.mmap(handle.fileno(), 0, flags=flags, prot=mmap.PROT_READ) as mapped,
+    ):
+        assert mapped[BLOCK - 5 : BLOCK + 5] == original[BLOCK - 5 : BLOCK + 5]
+        assert mapped[:] == original
 
 
 def test_two_processes_reading_at_once_get_exact_bytes(server, tmp_path, original):
