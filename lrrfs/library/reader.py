@@ -220,16 +220,19 @@ class ArchiveReader:
 
     async def _steer(self, offset: int, end: int) -> None:
         """Move the window to the read: keep what still matters, load or ask for the rest."""
-        sequential = offset == self._expected
-        self._expected = end
+        # The kernel's read-ahead sends several reads at once, not always in order: a
+        # read near the furthest one so far is sequential, not a jump.
+        sequential = self._expected - BACKLOG <= offset <= self._expected + BLOCK
+        self._expected = max(end, self._expected) if sequential else end
         first = self._parts[0].start if self._parts else -1
         last = self._parts[-1].end if self._parts else -1
-        if not first <= offset <= last:
+        if not sequential and not first <= offset <= last:
             self._drop(list(self._parts))  # a jump: nothing asked for is of use
             self._ahead = 0
         if sequential:
             self._ahead = min(MAX_AHEAD, max(MIN_PART, self._ahead * GROWTH))
-        self._drop([part for part in self._parts if part.end <= offset - BACKLOG])
+        behind = min(offset, self._expected - BLOCK) - BACKLOG
+        self._drop([part for part in self._parts if part.end <= behind])
         needed = range(offset // BLOCK, (end - 1) // BLOCK + 1)
         ahead = range(needed.stop, -(-min(self.size, end + self._ahead) // BLOCK))
         if self._blocks is not None:
@@ -263,6 +266,9 @@ class ArchiveReader:
         for run in self._missing(needed, MAX_PART):
             self._add(run)
         for run in self._missing(ahead, part):
+            short = len(run) * BLOCK < part and run.stop == ahead.stop
+            if short and run.stop * BLOCK < self.size:
+                break  # the window's edge moves on with each read: wait for a whole part
             if not self._buffers.room_for(len(run) * BLOCK):
                 break
             self._add(run)
