@@ -319,11 +319,14 @@ def archive_rows(server: Server, mounts: Mounts, latency: int, big_mb: int, arci
             return cat_time(path)
 
     def again() -> tuple[float, float]:
-        with mounts.mount(server, cache) as mounted:  # the disk cache of the last cold cat
-            path = mounted.path / "Big" / "Big.zip"
-            path.stat()
-            new_mount = cat_time(path)
-            same_mount = best_of(3, lambda: cat_time(path))
+        # A cold `cat` at full speed outruns the disk cache's writer (some blocks are not
+        # written): a second mount's `cat` fetches the rest, a third one reads only the disk.
+        for _ in range(2):
+            with mounts.mount(server, cache) as mounted:
+                path = mounted.path / "Big" / "Big.zip"
+                path.stat()
+                new_mount = cat_time(path)
+                same_mount = best_of(3, lambda path=path: cat_time(path))
         return new_mount, same_mount
 
     mine, theirs = (

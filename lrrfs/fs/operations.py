@@ -786,9 +786,12 @@ class LrrOperations(pyfuse3.Operations):
         for _arcid, old_name, _new in changes.renamed:
             await invalidate.forget_entry(root, old_name)
         for arcid in changes.updated:
-            inode = self.inodes.known(self._metadata_node(arcid))
-            if inode is not None:
-                await invalidate.forget_attributes(inode)
+            # The archive file too: its pages stay in the kernel's cache across opens, and
+            # an archive the server now reports with a new size is another file.
+            for node in (self._metadata_node(arcid), Node(Kind.ARCHIVE_FILE, arcid)):
+                inode = self.inodes.known(node)
+                if inode is not None:
+                    await invalidate.forget_attributes(inode)
 
     def _page_ahead(self, arcid: str, index: int, data: bytes) -> None:
         """A page fetched ahead goes to the kernel's cache of its file, if the kernel
