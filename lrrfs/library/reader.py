@@ -308,6 +308,8 @@ class ArchiveReader:
             for index in range(part.start // BLOCK, -(-part.end // BLOCK)):
                 if self._held.get(index) is part:
                     del self._held[index]
+                    if part.job is None:
+                        self._on_disk.add(index)  # read from the disk: it is there still
             part.dropped = True
             if not part.users:  # a read still waiting on it keeps it going
                 if part.job is not None:
