@@ -196,6 +196,7 @@ class ArchiveReader:
         self.last_used = trio.current_time()
         await self._steer(offset, end)
         parts = [part for part in self._parts if part.start < end and part.end > offset]
+        _check_cover(parts, offset, end)
         for part in parts:
             part.users += 1
         try:
@@ -368,3 +369,15 @@ class ArchiveReader:
             lo, hi = max(offset, part.start), min(end, part.end)
             pieces.append(bytes(memoryview(part.buffer)[lo - part.start : hi - part.start]))
         return b"".join(pieces)
+
+
+def _check_cover(parts: list[_Part], offset: int, end: int) -> None:
+    """The parts hold every byte of the read, in order, once: anything else would be a
+    wrong byte served, so it fails (EIO) instead."""
+    position = parts[0].start if parts and parts[0].start <= offset else offset
+    for part in parts:
+        if part.start != position:
+            break
+        position = part.end
+    if position < end:
+        raise LrrError(f"archive reader: internal error: bytes {position}-{end} not held")
