@@ -159,9 +159,11 @@ class _Part:
 
     @property
     def whole(self) -> bool:
-        """All its bytes are in (and, from the server, the job ended without error)."""
+        """All its bytes are in. A job's bytes count once the last of them arrived, not once
+        its thread says it is done (that comes a moment later): the range and the length
+        were checked before any byte was taken."""
         job = self.job
-        return job is None or (job.done and job.error is None and job.filled == self.size)
+        return job is None or job.filled == self.size
 
 
 class ArchiveReader:
