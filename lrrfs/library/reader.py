@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # enough that a random read (zipfile, a viewer) costs little more than its round trip
 # (~0.7 ms at 1.5 GB/s), and a 500 MB archive is 500 files, not 100,000.
 BLOCK = 1 << 20
+SPREAD = 4 * BLOCK  # how far past the last read the kernel's read-ahead may ask, at once
 DISK_AHEAD = 8  # blocks read from the disk cache ahead of a sequential reader, at most
 MIN_PART = BLOCK  # the smallest request: a random read costs about this much
 MAX_PART = 8 << 20  # the largest request; parts this size are pooled
@@ -225,7 +226,7 @@ class ArchiveReader:
         """Move the window to the read: keep what still matters, load or ask for the rest."""
         # The kernel's read-ahead sends several reads at once, not always in order: a
         # read near the furthest one so far is sequential, not a jump.
-        sequential = self._expected - BACKLOG <= offset <= self._expected + BLOCK
+        sequential = self._expected - BACKLOG <= offset <= self._expected + SPREAD
         self._expected = max(end, self._expected) if sequential else end
         first = self._parts[0].start if self._parts else -1
         last = self._parts[-1].end if self._parts else -1
@@ -266,7 +267,9 @@ class ArchiveReader:
         """Requests for the missing blocks the read needs, whatever the budget; then
         for those of the window, within it. Runs of missing blocks go as one request."""
         part = min(MAX_PART, max(MIN_PART, self._ahead))
-        for run in self._missing(needed, MAX_PART):
+        # Whatever the read needs and nothing holds is fetched, even if the disk has it:
+        # another read may have dropped it while this one looked at the disk.
+        for run in self._missing(needed, MAX_PART, disk=False):
             self._add(run)
         for run in self._missing(ahead, part):
             short = len(run) * BLOCK < part and run.stop == ahead.stop
@@ -276,11 +279,11 @@ class ArchiveReader:
                 break
             self._add(run)
 
-    def _missing(self, blocks: range, most: int) -> list[range]:
-        """Runs of blocks neither held nor on disk, each at most `most` bytes."""
+    def _missing(self, blocks: range, most: int, disk: bool = True) -> list[range]:
+        """Runs of blocks not held (nor on the disk, if `disk`), each at most `most` bytes."""
         runs: list[range] = []
         for index in blocks:
-            if index in self._held or index in self._on_disk:
+            if index in self._held or (disk and index in self._on_disk):
                 continue
             if runs and runs[-1].stop == index and len(runs[-1]) * BLOCK < most:
                 runs[-1] = range(runs[-1].start, index + 1)
