@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -19,6 +18,7 @@ import pyfuse3
 
 from ..client import AuthRejected, LrrError, NotFound
 from ..client.errors import Busy
+from ..library.background import Throttle, failures_in
 from ..library.editing import EditConflict, EditError, EditNotAllowed, EditNotKept, EditTooLarge
 
 log = logging.getLogger(__name__)
@@ -47,23 +47,8 @@ def errno_for(exc: LrrError | EditError) -> int:
     return errno.EIO
 
 
-class _Throttle:
-    """Say a repeated complaint once a minute, not once per file call."""
-
-    def __init__(self, every: float = 60.0) -> None:
-        self._every = every
-        self._last: dict[str, float] = {}
-
-    def due(self, key: str) -> bool:
-        now = time.monotonic()
-        if now - self._last.get(key, -self._every) < self._every:
-            return False
-        self._last[key] = now
-        return True
-
-
-_auth_complaints = _Throttle()
-_busy_complaints = _Throttle()
+_auth_complaints = Throttle()
+_busy_complaints = Throttle()
 
 
 def _log_failure(name: str, exc: LrrError | EditError, code: int) -> None:
@@ -80,14 +65,7 @@ def _log_failure(name: str, exc: LrrError | EditError, code: int) -> None:
 
 
 def _domain_error(group: BaseExceptionGroup) -> LrrError | EditError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found = _domain_error(exc)
-            if found is not None:
-                return found
-        elif isinstance(exc, LrrError | EditError):
-            return exc
-    return None
+    return next((e for e in failures_in(group) if isinstance(e, LrrError | EditError)), None)
 
 
 def fuse_errors(handler: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:

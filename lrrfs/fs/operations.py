@@ -611,17 +611,17 @@ class LrrOperations(pyfuse3.Operations):
             with self.calls.bounded("saving metadata.json"):  # flush, fsync, release: only here
                 await self.library.save_metadata(arcid)
         except (EditError, LrrError) as exc:
-            log.error("saving metadata.json of %r failed: %s", title, exc)
-            self._tell_user(f"saving metadata.json of {title!r}", exc)
-            raise pyfuse3.FUSEError(errno_for(exc)) from None
+            raise self._refused(f"saving metadata.json of {title!r}", exc) from None
         log.info("saved metadata.json of %r", title)
         self._forget_metadata(arcid)
 
-    def _tell_user(self, what: str, exc: Exception) -> None:
-        """A change the user made failed: beyond the log and the errno (which editors word
-        vaguely), `lrrfs status` lists it and the desktop shows it."""
+    def _refused(self, what: str, exc: EditError | LrrError) -> pyfuse3.FUSEError:
+        """A change the user made failed: the errno to raise. Editors word it vaguely, so
+        beyond the log line, `lrrfs status` lists it and the desktop shows it."""
+        log.error("%s failed: %s", what, exc)
         FAILURES.record(what, str(exc))
         self._background(notify.desktop(f"lrrfs: {what} failed", printable(str(exc), 300)))
+        return pyfuse3.FUSEError(errno_for(exc))
 
     def _forget_metadata(self, arcid: str) -> None:
         """metadata.json shows new text: the kernel's idea of its size must go."""
@@ -730,9 +730,7 @@ class LrrOperations(pyfuse3.Operations):
         try:
             await self.library.set_title(archive.arcid, new)
         except (EditError, LrrError) as exc:
-            log.error("renaming %r to %r failed: %s", archive.meta.title, new, exc)
-            self._tell_user(f"renaming {archive.meta.title!r} to {new!r}", exc)
-            raise pyfuse3.FUSEError(errno_for(exc)) from None
+            raise self._refused(f"renaming {archive.meta.title!r} to {new!r}", exc) from None
         log.info("retitled %r as %r", old, new)
         self._forget_metadata(archive.arcid)
 

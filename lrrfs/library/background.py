@@ -26,12 +26,26 @@ LOG_EVERY = 60.0  # seconds: one log line per kind of failure at most this often
 KEPT = 10  # recent failures `lrrfs status` shows
 
 
+class Throttle:
+    """Say a repeated complaint once in a while (once a minute), not once per call."""
+
+    def __init__(self, every: float = LOG_EVERY) -> None:
+        self._every = every
+        self._last: dict[object, float] = {}
+
+    def due(self, key: object) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -self._every) < self._every:
+            return False
+        self._last[key] = now
+        return True
+
+
 class Failures:
     """Failures of background work: logged, throttled, and the last few kept."""
 
     def __init__(self, every: float = LOG_EVERY, kept: int = KEPT) -> None:
-        self._every = every
-        self._logged: dict[tuple[str, str], float] = {}
+        self._throttle = Throttle(every)
         self._silenced: dict[tuple[str, str], int] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=kept)
         self.count = 0
@@ -48,11 +62,9 @@ class Failures:
         text = printable(str(exc) or type(exc).__name__, 300)
         self.record(what, text, bug)
         kind = (what.split(" ", 1)[0], type(exc).__name__)
-        now = time.monotonic()
-        if now - self._logged.get(kind, -self._every) < self._every:
+        if not self._throttle.due(kind):
             self._silenced[kind] = self._silenced.get(kind, 0) + 1
             return
-        self._logged[kind] = now
         silenced = self._silenced.pop(kind, 0)
         more = f" ({silenced} more like it not logged)" if silenced else ""
         if bug:

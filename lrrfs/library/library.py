@@ -368,10 +368,10 @@ class Library:
         lost = change.unkept(after)
         if not lost:
             return
-        if lost == ["tags"] and not change.tags and self.info and not self.info.has_files_route:
+        if lost == ["tags"] and not change.tags and self._old_server:
             raise EditNotKept(
-                f"this LANraragi server ({self.info.version}) cannot remove an archive's last "
-                "tags: it answered yes and kept them; keep at least one tag"
+                "this LANraragi server (the old generation, 0.7) cannot remove an archive's "
+                "last tags: it answered yes and kept them; keep at least one tag"
             )
         raise EditNotKept(
             f"the server answered yes but did not keep the new {', '.join(map(repr, lost))}"
@@ -551,6 +551,11 @@ class Library:
         return None if index is None else (index, pages[index])
 
     @property
+    def _old_server(self) -> bool:
+        """The server is of the old generation (0.7: `POST /extract`, no `GET /files`)."""
+        return self.info is not None and not self.info.has_files_route
+
+    @property
     def _resized(self) -> bool:
         return bool(self.info and self.info.resizes_images)
 
@@ -559,8 +564,7 @@ class Library:
 
     async def _load_pages(self, archive: Archive) -> list[Page]:
         # Page URLs differ between API generations (two servers may share a cache folder).
-        old_server = self.info is not None and not self.info.has_files_route
-        key = f"{self._pages_key(archive)}{'/extract' if old_server else ''}"
+        key = f"{self._pages_key(archive)}{'/extract' if self._old_server else ''}"
         cached = await self._disk_get("pages", key)
         if cached is not None:
             try:
@@ -613,7 +617,7 @@ class Library:
         except (NotAZip, LrrError) as exc:
             log.info("%s: no zip directory (%s); sizing pages by fetching them", archive.name, exc)
             return {}
-        old_server = self.info is not None and not self.info.has_files_route
+        old_server = self._old_server
         by_name: dict[str, ZipMember] = {}
         doubles: set[str] = set()  # which of two members the server serves is its choice
         for member in members:
