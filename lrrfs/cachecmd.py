@@ -1,14 +1,18 @@
-"""`lrrfs cache warm` and `lrrfs cache clear`: fill the disk cache ahead of time, or empty it.
+"""`lrrfs cache warm`, `show` and `clear`: fill the disk cache ahead of time, see what it
+holds, or empty it.
 
-Warming fetches the pages and thumbnails of the archives named into the same disk cache the
-mounts of that server use, so that reading them later (on a train, with the NAS asleep) costs
-no request. It is not reading: it sends no reading progress.
+Warming fetches the pages and thumbnails of the archives named (titles, or views such as
+`@new`, `@categories/Name`, `@search/query`) into the same disk cache the mounts of that
+server use, so that reading them later (on a train, with the NAS asleep) costs no request:
+they are then in `@offline/`. It is not reading: it sends no reading progress. What is
+being warmed is pinned: no eviction deletes it meanwhile, in this process or a mount's.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TextIO
@@ -16,9 +20,18 @@ from typing import TextIO
 import trio
 
 from .client import LrrError
+from .client.connectivity import Mode
 from .library import Archive, Library
-from .library.diskcache import default_cache_root, server_folder_name
+from .library.diskcache import DiskCache, default_cache_root, server_folder_name
+from .library.offline import Holding, holding, holdings
 from .mount import MountError, MountOptions, connect
+
+WRITE_WAIT = 120.0  # seconds for the disk to take what was warmed
+VIEW_DEPTH = 4  # a view folder of folders is warmed down to this depth
+
+
+class NothingToWarm(Exception):
+    """The patterns name no archive; the message says which."""
 
 
 def matching(library: Library, patterns: list[str]) -> list[Archive]:
@@ -33,36 +46,94 @@ def matching(library: Library, patterns: list[str]) -> list[Archive]:
     return chosen
 
 
+async def chosen_archives(library: Library, patterns: list[str]) -> list[Archive]:
+    """The archives named: titles (wildcards), or views (`@new`, `@categories/Name`...)."""
+    chosen: dict[str, Archive] = {}
+    titles = [p for p in patterns if not p.startswith("@")]
+    for archive in matching(library, titles) if titles else []:
+        chosen[archive.arcid] = archive
+    for pattern in patterns:
+        if pattern.startswith("@"):
+            path = tuple(part for part in pattern.split("/") if part)
+            found = await _view_members(library, path, VIEW_DEPTH)
+            if found is None:
+                raise NothingToWarm(f"no view {pattern!r} (see lrrfs mount's views)")
+            for arcid in found:
+                chosen.setdefault(arcid, library.get(arcid))
+    if not chosen:
+        raise NothingToWarm(f"no archive matches {' '.join(map(repr, patterns))}")
+    return [chosen[a] for a in sorted(chosen, key=lambda a: chosen[a].name)]
+
+
+async def _view_members(library: Library, path: tuple[str, ...], depth: int) -> set[str] | None:
+    folder = await library.view(path)
+    if folder is None:
+        return None
+    found = set(library.view_links(folder).values())
+    for name in folder.folders if depth > 0 else ():
+        found |= await _view_members(library, (*path, name), depth - 1) or set()
+    return found
+
+
 async def _warm(options: MountOptions, patterns: list[str], out: TextIO) -> int:
-    client, library = await connect(options, doing="reach")
+    # Warming needs the server: never offline.
+    client, library = await connect(replace(options, offline=Mode.NEVER), doing="reach")
     try:
         if library.disk is None:
             print("lrrfs: the disk cache is off (--cache-size 0): nothing to warm", file=out)
             return 1
-        chosen = matching(library, patterns)
-        if not chosen:
-            print(f"lrrfs: no archive matches {' '.join(map(repr, patterns))}", file=out)
+        if library.index_from_cache:
+            await library.refresh()  # the views as the server has them now
+        try:
+            chosen = await chosen_archives(library, patterns)
+        except NothingToWarm as exc:
+            print(f"lrrfs: {exc}", file=out)
             return 1
+        complete = True
         for archive in chosen:
-            await _warm_one(library, archive, out)
-        return 0
+            complete = await _warm_one(library, library.disk, archive, out) and complete
+        return 0 if complete else 1
     finally:
         if library.disk is not None:
             library.disk.close()  # writes what is queued, then stops its writer
         await client.aclose()
 
 
-async def _warm_one(library: Library, archive: Archive, out: TextIO) -> None:
+async def _warm_one(library: Library, disk: DiskCache, archive: Archive, out: TextIO) -> bool:
+    """Warm one archive, pinned; True if it is then readable offline."""
     pages = await library.pages(archive.arcid)
-    for index in range(len(pages)):
-        await library.warm_page(archive.arcid, index)
-        out.write(f"\r{archive.name}: {index + 1}/{len(pages)} pages")
-        out.flush()
-    try:
-        await library.thumbnail(archive.arcid)
-    except LrrError as exc:
-        out.write(f" (no thumbnail: {exc})")
-    out.write(f"\r{archive.name}: {len(pages)} pages cached\n")
+    keys = library.archive_keys(archive)
+    blobs = [("pages", keys.page_list), ("thumb", keys.thumbnail)]
+    blobs += [("page", f"{keys.page_prefix}/{page.ref.path}") for page in pages]
+    blobs += [("file", keys.file)] if keys.file is not None else []
+    with disk.pinned(blobs):
+        await library.archive_file(archive.arcid)  # old servers: its name and size, cached
+        for index in range(len(pages)):
+            await library.warm_page(archive.arcid, index)
+            out.write(f"\r{archive.name}: {index + 1}/{len(pages)} pages")
+            out.flush()
+        try:
+            await library.thumbnail(archive.arcid)
+        except LrrError as exc:
+            out.write(f" (no thumbnail: {exc})")
+        await trio.to_thread.run_sync(disk.wait_written, WRITE_WAIT)
+        held = await trio.to_thread.run_sync(holding, disk, keys)
+    if held.readable_offline:
+        out.write(f"\r{archive.name}: {len(pages)} pages cached, readable offline\n")
+    else:
+        out.write(f"\r{archive.name}: NOT all cached: {_missing(held)}\n")
+    return held.readable_offline
+
+
+def _missing(held: Holding) -> str:
+    parts = []
+    if held.pages is None or held.pages_cached < held.pages:
+        parts.append(f"{held.pages_cached}/{held.pages or '?'} pages")
+    if not held.thumbnail:
+        parts.append("no thumbnail (the server has none yet?)")
+    if not held.file_named:
+        parts.append("no file name")
+    return ", ".join(parts) or "?"
 
 
 def warm(options: MountOptions, patterns: list[str], out: TextIO = sys.stderr) -> int:
@@ -70,6 +141,47 @@ def warm(options: MountOptions, patterns: list[str], out: TextIO = sys.stderr) -
         return trio.run(_warm, options, patterns, out)
     except (MountError, LrrError) as exc:
         print(f"lrrfs: {exc}", file=out)
+        return 1
+
+
+async def _show(options: MountOptions, out: TextIO) -> int:
+    """What the disk cache holds, per archive (from the cache alone: no request)."""
+    client, library = await connect(replace(options, offline=Mode.FORCED), doing="show")
+    try:
+        disk = library.disk
+        if disk is None:
+            print("lrrfs: the disk cache is off (--cache-size 0)", file=out)
+            return 1
+        keys = library.all_archive_keys()
+        held = await trio.to_thread.run_sync(lambda: holdings(disk, keys))
+        used = await trio.to_thread.run_sync(lambda: sum(e.stat().st_size for e in disk.blobs()))
+    finally:
+        if library.disk is not None:
+            library.disk.close()
+        await client.aclose()
+    for item in held:
+        pages = f"{item.pages_cached}/{item.pages}" if item.pages is not None else "-"
+        ready = "offline" if item.readable_offline else "partly"
+        print(f"{_mib(item.bytes):>9}  {pages:>9} pages  {ready:<7}  {item.title}", file=out)
+    ready_count = sum(h.readable_offline for h in held)
+    print(
+        f"{_mib(used)} held of {_mib(disk.cap)}: {len(held)} of {len(library)} archives, "
+        f"{ready_count} readable offline; {_mib(used - sum(h.bytes for h in held))} in "
+        "archive lists and blobs of archives gone from the server",
+        file=out,
+    )
+    return 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def show(options: MountOptions, out: TextIO = sys.stdout) -> int:
+    try:
+        return trio.run(_show, options, out)
+    except (MountError, LrrError) as exc:
+        print(f"lrrfs: {exc}", file=sys.stderr)
         return 1
 
 

@@ -29,6 +29,7 @@ from .config import (
 )
 
 if TYPE_CHECKING:  # the mount machinery (pyfuse3, trio) loads only when needed
+    from .client.connectivity import Mode
     from .mount import MountOptions
 
 log = logging.getLogger("lrrfs")
@@ -127,7 +128,8 @@ mount options, comma-separated, as in fstab (command-line flags and -o win over 
 config file): api_key_file=FILE, refresh_interval=S, timeout=S, cache_size=SIZE (disk),
 memory_cache=SIZE, cache_dir=DIR, thumbnail_wait=S, ro (read_only), uid=N|NAME,
 gid=N|NAME, umask=OCTAL, allow_other, log_file=FILE, verbose (debug), debug_fuse,
-no_views, no_progress, clear_new_on_read, comic_names, folder_icons, config=FILE;
+no_views, no_progress, clear_new_on_read, comic_names, folder_icons, offline, no_offline,
+probe_interval=S, config=FILE;
 nosuid, nodev, noexec go to the kernel; rw, _netdev, nofail, noauto, user, x-* and other
 fstab words are ignored"""
 
@@ -172,12 +174,32 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
          "(default $XDG_CACHE_HOME/lrrfs, i.e. ~/.cache/lrrfs)"),
         ("--thumbnail-wait", "SECONDS", "how long to wait for the server to make a missing "
          "thumbnail (default 5)"),
+        ("--probe-interval", "SECONDS", "offline: the most time between two looks for the "
+         "server, which brings the mount back online (default 60)"),
     ):  # fmt: skip
         name = flag[2:].replace("-", "_")
         parser.add_argument(flag, type=setting_type(name), metavar=metavar, help=text)
     add_access_arguments(parser)
     add_browsing_arguments(parser)
+    add_offline_arguments(parser)
     add_log_arguments(parser)
+
+
+def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--offline",
+        action="store_true",
+        default=None,
+        help="mount from the disk cache without asking the server at all (it stays offline)",
+    )
+    choice.add_argument(
+        "--no-offline",
+        action="store_true",
+        default=None,
+        help="never go offline: fail to mount when the server cannot be reached, and let "
+        "file calls wait for it (default: serve the disk cache until it answers again)",
+    )
 
 
 def add_access_arguments(parser: argparse.ArgumentParser) -> None:
@@ -258,7 +280,8 @@ FLAG_SETTINGS = ("api_key_file", "refresh_interval", "timeout", "cache_size", "m
                  "cache_dir", "thumbnail_wait",
                  "read_only", "uid", "gid", "umask", "allow_other", "log_file", "verbose",
                  "debug_fuse", "insecure", "no_views", "no_progress",
-                 "clear_new_on_read", "comic_names", "folder_icons")  # fmt: skip
+                 "clear_new_on_read", "comic_names", "folder_icons", "offline", "no_offline",
+                 "probe_interval")  # fmt: skip
 
 
 def mount_settings(args: argparse.Namespace) -> tuple[Settings, frozenset[str]]:
@@ -350,8 +373,20 @@ def mount_options(args: argparse.Namespace) -> tuple[MountOptions, Settings]:
         clear_new_on_read=bool(settings["clear_new_on_read"]),
         comic_names=bool(settings["comic_names"]),
         folder_icons=bool(settings["folder_icons"]),
+        offline=offline_mode(settings),
+        probe_interval=number(settings["probe_interval"]),
     )
     return options, settings
+
+
+def offline_mode(settings: Settings) -> Mode:
+    from .client.connectivity import Mode
+
+    if settings["offline"] and settings["no_offline"]:
+        raise ConfigError("offline and no_offline contradict each other: give one of them")
+    if settings["offline"]:
+        return Mode.FORCED
+    return Mode.NEVER if settings["no_offline"] else Mode.AUTO
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -401,12 +436,24 @@ def cache_settings(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def cmd_cache_warm(args: argparse.Namespace) -> int:
-    """Fetch the pages and thumbnails of the archives named into the disk cache."""
+    """Fetch the pages and thumbnails of the archives named (titles or views) into the disk
+    cache, so that they read offline; exits 1 if one is not wholly cached."""
     from .cachecmd import warm
 
     setup_logging(False, None)
     options, _ = mount_options(cache_settings(args))
     return warm(options, args.patterns)
+
+
+def cmd_cache_show(args: argparse.Namespace) -> int:
+    """Say how much the disk cache holds of each archive of a server, and which archives
+    read fully offline (from the cache alone: the server is not asked)."""
+    from .cachecmd import show
+
+    setup_logging(False, None)
+    logging.getLogger().setLevel(logging.WARNING)
+    options, _ = mount_options(cache_settings(args))
+    return show(options)
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
@@ -423,16 +470,26 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
 
 
 def add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    cache = commands.add_parser("cache", help="fill the disk cache ahead of time, or empty it")
+    cache = commands.add_parser(
+        "cache", help="fill the disk cache ahead of time, see what it holds, or empty it"
+    )
     actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
     warm = actions.add_parser(
         "warm", help="cache archives' pages and thumbnails now", description=cmd_cache_warm.__doc__
     )
     warm.add_argument("source", metavar="URL|PROFILE", help="the server, or a profile")
     warm.add_argument(
-        "patterns", nargs="+", metavar="TITLE", help="titles or folder names; * and ? match"
+        "patterns", nargs="+", metavar="TITLE|VIEW",
+        help="titles or folder names (* and ? match), or views: @new, @categories/NAME, "
+        "@search/QUERY, @tags/NAMESPACE/VALUE",
+    )  # fmt: skip
+    warm.set_defaults(func=cmd_cache_warm)
+    show = actions.add_parser(
+        "show", help="how much is cached of which archives", description=cmd_cache_show.__doc__
     )
-    for parser in (warm,):
+    show.add_argument("source", metavar="URL|PROFILE", help="the server, or a profile")
+    show.set_defaults(func=cmd_cache_show)
+    for parser in (warm, show):
         parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT=VAL")
         parser.add_argument("--config", type=Path, metavar="FILE")
         parser.add_argument("--api-key-file", type=setting_type("api_key_file"), metavar="FILE")
@@ -440,7 +497,6 @@ def add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         parser.add_argument("--cache-size", type=setting_type("cache_size"), metavar="SIZE")
         parser.add_argument("--timeout", type=setting_type("timeout"), metavar="SECONDS")
         parser.add_argument("--insecure", action="store_true", default=None)
-    warm.set_defaults(func=cmd_cache_warm)
     clear = actions.add_parser(
         "clear", help="delete cached pages and lists", description=cmd_cache_clear.__doc__
     )

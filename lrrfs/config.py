@@ -165,6 +165,9 @@ SETTINGS: dict[str, Setting] = {
     "clear_new_on_read": Setting(_flag, 'clear an archive\'s "new" flag when it is first read'),
     "comic_names": Setting(_flag, "name archive files .cbz, .cb7, .cbr, .cbt (comic books)"),
     "folder_icons": Setting(_flag, "a .directory in each archive folder (Dolphin's covers)"),
+    "offline": Setting(_flag, "never ask the server: read only what the disk cache holds"),
+    "no_offline": Setting(_flag, "never go offline: fail to mount, and wait, without the server"),
+    "probe_interval": Setting(_positive, "offline: the most seconds between looks for the server"),
 }
 
 DEFAULTS: Settings = {
@@ -184,6 +187,9 @@ DEFAULTS: Settings = {
     "clear_new_on_read": False,
     "comic_names": False,
     "folder_icons": False,
+    "offline": False,
+    "no_offline": False,
+    "probe_interval": 60.0,
 }
 
 # -o names users bring from other FUSE file systems and fstab, as lrrfs settings.

@@ -24,9 +24,10 @@ import trio
 
 from . import notify, status
 from .client import LrrClient, LrrError
+from .client.connectivity import Connectivity, Mode
 from .fs import LrrOperations, Ownership
 from .fs.calls import MAX_TASKS
-from .library import Library
+from .library import Changes, Library
 from .library.background import repeat
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
 
@@ -66,6 +67,8 @@ class MountOptions:
     clear_new_on_read: bool = False  # reading an archive clears its "new" flag
     comic_names: bool = False  # archive files named .cbz, .cb7, .cbr, .cbt
     folder_icons: bool = False  # a .directory in each archive folder: Dolphin's folder cover
+    offline: Mode = Mode.AUTO  # unreachable: serve the disk cache (AUTO), always, or never
+    probe_interval: float = 60.0  # offline: the most seconds between two probes of the server
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -110,6 +113,7 @@ async def connect(options: MountOptions, doing: str = "mount") -> tuple[LrrClien
         timeout=options.timeout,
         thumbnail_wait=options.thumbnail_wait,
         verify=options.verify_tls,
+        link=Connectivity(options.offline, options.probe_interval),
     )
     if not options.verify_tls and options.url.startswith("https:"):
         log.warning(
@@ -135,7 +139,8 @@ async def connect(options: MountOptions, doing: str = "mount") -> tuple[LrrClien
             library.disk.close()
         raise MountError(f"cannot {doing} {options.url}: {exc}") from None
     log.info(
-        "connected to %s %s at %s: %d archives",
+        "%s %s %s at %s: %d archives",
+        "offline from the disk cache of" if client.link.offline else "connected to",
         info.name,
         info.version,
         options.url,
@@ -156,8 +161,19 @@ def open_disk_cache(options: MountOptions) -> DiskCache | None:
 
 
 async def _refresh(library: Library) -> None:
-    """Fetch the archive list anew (the adapter tells the kernel what changed)."""
-    changes = await library.refresh()
+    """Fetch the archive list anew (the adapter tells the kernel what changed); offline,
+    the probe does it when the server answers again."""
+    if library.client.link.offline:
+        return
+    _log_changes(await library.refresh())
+
+
+async def _reconnect(library: Library) -> None:
+    """The probe of an offline mount: it is online again once this succeeds."""
+    _log_changes(await library.reconnect())
+
+
+def _log_changes(changes: Changes) -> None:
     if changes:
         log.info(
             "library changed: %d added, %d removed, %d renamed, %d updated",
@@ -216,6 +232,7 @@ def _start_background(
         "closing idle archive streams",
     )
     nursery.start_soon(repeat, write_status, status.INTERVAL, "status file", 0.0)
+    nursery.start_soon(library.client.link.watch, lambda: _reconnect(library))
 
 
 async def serve(options: MountOptions, ready: Ready) -> None:

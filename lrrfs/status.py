@@ -132,6 +132,7 @@ def snapshot(options: MountOptions, library: Library, started: float) -> dict[st
         "background_failures": FAILURES.count,
         "problems": list(FAILURES.recent),  # the last background failures, newest last
         "read_only": options.read_only,
+        **library.client.link.state(),  # online, since when, the last error
         "started": started,
         "updated": time.time(),
     }
@@ -261,11 +262,12 @@ def _row(state: dict[str, Any]) -> list[str]:
         field("in_flight"),
         field("pid"),
         state["state"],
+        {True: "online", False: "offline"}.get(state.get("online"), "-"),  # type: ignore[arg-type]
     ]
 
 
 HEADER = ["MOUNTPOINT", "SERVER", "VERSION", "ARCHIVES", "CACHE", "REQUESTS", "ERRORS",
-          "IN FLIGHT", "PID", "STATE"]  # fmt: skip
+          "IN FLIGHT", "PID", "STATE", "SERVER STATE"]  # fmt: skip
 
 
 def table(states: list[dict[str, Any]]) -> str:
@@ -276,11 +278,30 @@ def table(states: list[dict[str, Any]]) -> str:
     for state in states:
         if state["state"] in HINTS:
             lines.append(f"{state['mountpoint']}: {HINTS[state['state']]}")
+        lines += _connectivity(state)
         lines += _problems(state)
     return "\n".join(lines)
 
 
 PROBLEMS_SHOWN = 3
+
+
+def _clock(when: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(when or 0)))
+
+
+def _connectivity(state: dict[str, Any]) -> list[str]:
+    """Online or offline since when, and the last error reaching the server."""
+    if "online" not in state:
+        return []
+    where = state["mountpoint"]
+    word = "online" if state["online"] else "offline (cached files only)"
+    lines = [f"{where}: {word} since {_clock(state.get('connectivity_since'))}"]
+    if state.get("last_error"):
+        at = state.get("last_error_at")
+        when = f" at {_clock(at)}" if at else ""
+        lines.append(f"{where}: last error{when}: {state['last_error']}")
+    return lines
 
 
 def _problems(state: dict[str, Any]) -> list[str]:

@@ -21,11 +21,13 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import trio
 
+from .connectivity import Connectivity
 from .errors import (
     RETRY_DELAYS,
     RETRY_STATUSES,
     BadResponse,
     LrrError,
+    NoConnection,
     NotFound,
     ServerError,
     ServerUnreachable,
@@ -61,6 +63,8 @@ PAGE_CAP = 64 << 20  # a page whose length no listing gave
 THUMBNAIL_CAP = 8 << 20  # real covers are 30-200 KB
 SEARCH_PAGES = 1_000  # pages of a paged search followed, at most
 FILE_HEADERS = {"Accept-Encoding": "identity"}  # pages and archives are compressed already
+# Failures where no server answered at all: what tells that the mount is offline.
+NOT_REACHED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout)
 
 
 def describe_transport_error(exc: httpx.TransportError) -> str:
@@ -204,6 +208,7 @@ class LrrClient:
         ranges: int = 5,  # Range requests of archive files in flight: hides a slow link
         thumbnail_wait: float = 5.0,
         verify: bool = True,
+        link: Connectivity | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -213,6 +218,7 @@ class LrrClient:
         self.timeout = timeout
         self.thumbnail_wait = thumbnail_wait
         self.has_key = bool(api_key)
+        self.link = link or Connectivity()  # online or offline: see connectivity.py
         headers = {"Accept": "application/json, */*", "Accept-Encoding": "gzip, deflate"}
         self._secrets: tuple[str, ...] = ()  # never shown, even when a server echoes them
         if api_key:
@@ -299,6 +305,18 @@ class LrrClient:
     ) -> httpx.Response:
         """Run `attempt` until it answers, retrying transport errors and 429/502/503/504
         a few times while the request is idempotent, all under one deadline."""
+        self.link.check(what)  # offline: fail now, not after the deadline
+        try:
+            response = await self._attempts(attempt, what, idempotent)
+        except LrrError as exc:
+            self.link.failed(exc)
+            raise
+        self.link.answered()
+        return response
+
+    async def _attempts(
+        self, attempt: Callable[[], Awaitable[httpx.Response]], what: str, idempotent: bool
+    ) -> httpx.Response:
         attempts = len(RETRY_DELAYS) + 1 if idempotent else 1
         try:
             with trio.fail_after(self.timeout):
@@ -308,9 +326,9 @@ class LrrClient:
                         response = await attempt()
                     except httpx.TransportError as exc:
                         if last:
-                            raise ServerUnreachable(
-                                f"{what}: {describe_transport_error(exc)}"
-                            ) from None
+                            reached = not isinstance(exc, NOT_REACHED)
+                            error = ServerUnreachable if reached else NoConnection
+                            raise error(f"{what}: {describe_transport_error(exc)}") from None
                         log.debug("%s: %s, retrying", what, describe_transport_error(exc))
                     else:
                         if response.status_code not in RETRY_STATUSES or last:
@@ -319,7 +337,7 @@ class LrrClient:
                         log.debug("%s: HTTP %d, retrying", what, response.status_code)
                     await trio.sleep(RETRY_DELAYS[number])
         except trio.TooSlowError:
-            raise ServerUnreachable(f"{what}: no answer within {self.timeout:g} s") from None
+            raise NoConnection(f"{what}: no answer within {self.timeout:g} s") from None
         raise AssertionError("unreachable")
 
     async def _counted(self, request: Awaitable[httpx.Response]) -> httpx.Response:
@@ -380,6 +398,10 @@ class LrrClient:
             ) from None
         self._use_extract = not info.has_files_route
         return info
+
+    def assume(self, info: ServerInfo) -> None:
+        """Take `info` as the server's (from the disk cache: a mount that starts offline)."""
+        self._use_extract = not info.has_files_route
 
     async def check_key(self) -> None:
         """Raise AuthRejected unless the server accepts our key (or needs none)."""
@@ -619,6 +641,7 @@ class LrrClient:
         thread; the file must be `total` bytes long. Give the job back with `forget_range`."""
         if not ARCID_RE.fullmatch(arcid):
             raise NotFound(f"{arcid!r} is not an archive id")
+        self.link.check(f"download of {arcid}")
         self.stats.requests += 1
         return self._ranges.submit(arcid, start, buffer, total)
 
@@ -626,6 +649,11 @@ class LrrClient:
         self._ranges.forget(job)
         if job.error is not None and not isinstance(job.error, JobAborted):
             self.stats.errors += 1
+            self.link.failed(job.error)
+        elif job.stall is not None:
+            self.link.failed(job.stall)
+        elif job.filled:
+            self.link.answered()
 
     def _release(self, token: object) -> Callable[[], None]:
         return lambda: self._stream_limiter.release_on_behalf_of(token)

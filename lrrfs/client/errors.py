@@ -20,6 +20,16 @@ class ServerUnreachable(LrrError):
     """No answer in time: connection refused, reset, timed out or cut mid-body."""
 
 
+class NoConnection(ServerUnreachable):
+    """The server was not reached at all: connection refused, no route, a name that does
+    not resolve, or no answer whatsoever within the deadline (a host that hangs). What
+    the mount counts to tell that it is offline; an answer of any kind is not this."""
+
+
+class Offline(ServerUnreachable):
+    """Not asked: the mount is offline, and only what is cached can be read."""
+
+
 class AuthRejected(LrrError):
     """The server wants an API key it was not given, or rejected the one it got."""
 

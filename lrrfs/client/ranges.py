@@ -34,6 +34,7 @@ from .errors import (
     RETRY_STATUSES,
     BadResponse,
     LrrError,
+    NoConnection,
     ServerUnreachable,
     server_text,
     status_error,
@@ -46,6 +47,7 @@ CHUNK = 256 << 10  # bytes per readinto: how often the trio side can see progres
 STALLS = 2  # failed attempts in a row without a byte of progress, at most
 ATTEMPTS = 6  # requests for one job, at most (a body cut mid-way is asked for again)
 ERROR_BODY_LIMIT = 4096
+NOT_REACHED = (ConnectionRefusedError, socket.gaierror, TimeoutError)  # no server answered
 CONTENT_RANGE_RE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
 
 
@@ -73,6 +75,7 @@ class RangeJob:
         self.total = total
         self.filled = 0
         self.error: LrrError | None = None
+        self.stall: NoConnection | None = None  # a wait on it ran past its deadline
         self.done = False
         self._token = token
         self._waiters: list[tuple[int, trio.Event]] = []
@@ -103,7 +106,8 @@ class RangeJob:
 
     def stalled(self, timeout: float) -> ServerUnreachable:
         """The error for a wait on this job that ran past `timeout` seconds."""
-        return ServerUnreachable(f"{self.what}: no data for {timeout:g} s")
+        self.stall = NoConnection(f"{self.what}: no data for {timeout:g} s")
+        return self.stall
 
     def abort(self) -> None:
         """Give the job up: a worker blocked in a read returns at once (trio thread)."""
@@ -298,7 +302,8 @@ class RangePool:
                 stalls = 0 if job.filled > before else stalls + 1
                 reason = f"{job.what}: {type(exc).__name__}: {exc}".rstrip(": ")
                 if stalls > STALLS or attempts >= ATTEMPTS:
-                    error = ServerUnreachable(reason)
+                    reached = job.filled > 0 or not isinstance(exc, NOT_REACHED)
+                    error = (ServerUnreachable if reached else NoConnection)(reason)
                     continue
                 log.info("%s; asking again from byte %d", reason, job.start + job.filled)
                 if isinstance(exc, _Busy):

@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from ..client import AuthRejected, LrrError, NotFound
-from ..client.errors import Busy
+from ..client.errors import Busy, Offline
 from ..library.background import Throttle, failures_in
 from ..library.editing import EditConflict, EditError, EditNotAllowed, EditNotKept, EditTooLarge
 
@@ -28,8 +28,11 @@ T = TypeVar("T")
 
 
 def errno_for(exc: LrrError | EditError) -> int:
-    """EINVAL for bad content, EACCES for auth, EAGAIN for too many calls waiting, EIO for
-    the server (and the rest)."""
+    """EINVAL for bad content, EACCES for auth, EAGAIN for too many calls waiting,
+    EHOSTUNREACH for what needs the server while the mount is offline, EIO for the server
+    (and the rest)."""
+    if isinstance(exc, Offline):
+        return errno.EHOSTUNREACH
     if isinstance(exc, AuthRejected | EditNotAllowed):
         return errno.EACCES
     if isinstance(exc, Busy):
@@ -52,7 +55,7 @@ _busy_complaints = Throttle()
 
 
 def _log_failure(name: str, exc: LrrError | EditError, code: int) -> None:
-    if code == errno.ENOENT:
+    if code in (errno.ENOENT, errno.EHOSTUNREACH):  # offline: logged once, when it began
         log.debug("%s: %s", name, exc)
     elif isinstance(exc, AuthRejected):
         if _auth_complaints.due(str(exc).rsplit(": ", 1)[-1]):

@@ -25,7 +25,7 @@ import trio
 
 from .. import notify
 from ..client import LrrError, NotFound
-from ..client.errors import printable
+from ..client.errors import Offline, printable
 from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Changes, Library
 from ..library.background import FAILURES, start_quietly
 from ..library.editing import EditError
@@ -309,7 +309,9 @@ class LrrOperations(pyfuse3.Operations):
                 await library.thumbnail(arcid)
                 optional[THUMBNAIL_NAME] = Node(Kind.THUMBNAIL, arcid)
             except Exception as exc:  # a folder without its cover still lists
-                log.warning("%s: no thumbnail: %s", library.get(arcid).name, exc)
+                quiet = isinstance(exc, Offline)  # offline: said once, when it began
+                log.log(logging.DEBUG if quiet else logging.WARNING,
+                        "%s: no thumbnail: %s", library.get(arcid).name, exc)  # fmt: skip
 
         async def archive_file() -> None:
             optional[(await library.archive_file(arcid)).name] = Node(Kind.ARCHIVE_FILE, arcid)

@@ -13,6 +13,10 @@ served, and a lost blob costs only a download. Two mounts of the same server
 may share the folder: every change is an atomic rename or unlink, and each
 treats a vanished file as a miss.
 
+A process warming the cache pins what it is warming: it lists those blobs in a file of
+`<root>/pins/` named by its PID, and no eviction (of any process sharing the folder)
+deletes a blob listed by a live process.
+
 Recency is the file's mtime (stamped on every use, even from memory: uses are
 gathered for a moment and stamped together, so that a reader turning pages does
 not wake a thread per page); when the
@@ -53,6 +57,7 @@ TOUCH_SECONDS = 2.0  # uses are stamped at most this long after they happen
 QUIET_SECONDS = 0.25  # writes wait until reading has paused this long...
 BACKLOG_BYTES = QUEUE_BYTES // 2  # ...unless this much is waiting
 BULKY = frozenset({"page", "thumb"})  # kinds evicted before the others
+PINS_DIR = "pins"
 
 
 def default_cache_root() -> Path:
@@ -110,8 +115,8 @@ class DiskCache:
 
     # -- reading (any thread; blocking) -----------------------------------------
 
-    def get(self, kind: str, key: str) -> bytes | None:
-        """The blob, whole and checked, or None."""
+    def get(self, kind: str, key: str, touch: bool = True) -> bytes | None:
+        """The blob, whole and checked, or None; `touch`: used now (else only looked at)."""
         path = self.path(kind, key)
         try:
             with open(path, "rb") as handle:
@@ -123,7 +128,7 @@ class DiskCache:
             log.warning("disk cache: %s is damaged; dropping it", path)
             with contextlib.suppress(OSError):
                 path.unlink()
-        else:
+        elif touch:
             self.touch_later(kind, key, data)  # used now: evicted last
         return data
 
@@ -270,6 +275,49 @@ class DiskCache:
                 deadlines.append(self._touch_due - now)
             self._wakeup.wait(min(deadlines) if deadlines else None)
 
+    def wait_written(self, timeout: float) -> bool:
+        """Block until every queued write is on the disk (True), or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._queued > sum(map(len, self._touches.values())):  # writes not done
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wakeup.notify_all()
+                self._wakeup.wait(min(left, 0.05))
+        return True
+
+    @contextlib.contextmanager
+    def pinned(self, blobs: list[tuple[str, str]]) -> Iterator[None]:
+        """No eviction deletes these (kind, key) blobs meanwhile, in any process."""
+        pins = self.root / PINS_DIR
+        pins.mkdir(exist_ok=True)
+        path = pins / f"{os.getpid()}-{threading.get_ident()}"
+        names = "".join(f"{self.path(kind, key).relative_to(self.root)}\n" for kind, key in blobs)
+        path.write_text(names)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _pinned_paths(self) -> set[str]:
+        """Blobs pinned by live processes (pins of dead ones are deleted)."""
+        found: set[str] = set()
+        try:
+            entries = list(os.scandir(self.root / PINS_DIR))
+        except OSError:
+            return found
+        for entry in entries:
+            pid = entry.name.split("-", 1)[0]
+            if not pid.isdigit() or not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                continue
+            with contextlib.suppress(OSError), open(entry.path) as pins:
+                found.update(str(self.root / line.strip()) for line in pins if line.strip())
+        return found
+
     # -- eviction -----------------------------------------------------------------
 
     def usage(self) -> int:
@@ -317,14 +365,19 @@ class DiskCache:
         if total > self.cap:
             files.sort()
             target = int(self.cap * LOW_WATER)
+            pinned = self._pinned_paths()
             for _, used, size, path in files:
                 if total <= target:
                     break
-                if _unlink_unless_used_since(path, used):
+                if path not in pinned and _unlink_unless_used_since(path, used):
                     total -= size
             log.info("disk cache: evicted down to %d MiB", total >> 20)
         with self._lock:
             self._used = total + self._written - written  # what was written meanwhile
+
+    def blobs(self) -> Iterator[os.DirEntry[str]]:
+        """Every file of the cache (blocking)."""
+        return self._walk()
 
     def _walk(self) -> Iterator[os.DirEntry[str]]:
         stack = [str(self.root)]
@@ -334,6 +387,8 @@ class DiskCache:
             except OSError:
                 continue
             for entry in entries:
+                if entry.name == PINS_DIR:
+                    continue  # not blobs
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
@@ -357,4 +412,14 @@ def _unlink_unless_used_since(path: str, used_ns: int) -> bool:
         pass  # another mount evicted it: gone all the same
     except OSError:
         return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's: alive
     return True

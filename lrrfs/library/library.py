@@ -28,8 +28,11 @@ from ..client import (
     NotFound,
     PageRef,
     ServerInfo,
+    ServerUnreachable,
     iter_archives,
 )
+from ..client.connectivity import Mode
+from ..client.errors import NoConnection, Offline
 from .background import start_quietly
 from .diskcache import DiskCache
 from .editing import (
@@ -44,6 +47,7 @@ from .editing import (
     parse_document,
 )
 from .names import VIEW_MARK, NameRequest, assign_names, safe_name
+from .offline import ArchiveKeys, OfflineArchives, decode_info, encode_info
 from .pages import old_server_path, page_names
 from .pagestore import Page, PageSet, PageStore
 from .prefetch import Prefetcher
@@ -186,17 +190,29 @@ class Library:
         self.on_page_ahead: Callable[[str, int, bytes], None] = lambda arcid, index, data: None
         self._store.on_ahead = lambda arcid, index, data: self.on_page_ahead(arcid, index, data)
         self._nursery: trio.Nursery | None = None
+        self.offline_archives = OfflineArchives(disk, self.all_archive_keys)
+        if self.views is not None:
+            self.views.offline = self.offline_archives.members
 
     # -- the index --------------------------------------------------------------
 
     async def connect(self) -> ServerInfo:
         """Meet the server: its version, the key if we have one, the archive list.
 
-        The server must answer (a mount never starts offline), but the archive
-        list may come from the disk cache, to start at once: then
-        `index_from_cache` is set and the caller should `refresh()` soon.
+        The archive list may come from the disk cache, to start at once: then
+        `index_from_cache` is set and the caller should `refresh()` soon. A server
+        that cannot be reached at all leaves the mount offline, on the disk cache's
+        list (unless the mode is never).
         """
-        self.info = await self.client.info()
+        if self.client.link.offline:  # --offline
+            return await self._connect_offline("mounted with --offline")
+        try:
+            self.info = await self.client.info()
+        except NoConnection as exc:
+            if self.client.link.mode is Mode.NEVER:
+                raise
+            return await self._connect_offline(str(exc))
+        self._disk_put("info", self._info_key, encode_info(self.info))
         if self.client.has_key:
             await self.client.check_key()
         if self._progress and not self.info.tracks_progress:
@@ -212,6 +228,34 @@ class Library:
                 log.warning("disk cache: the cached archive list is unusable: %s", exc)
         await self.refresh()
         return self.info
+
+    async def _connect_offline(self, reason: str) -> ServerInfo:
+        """Start from the disk cache's archive list, offline."""
+        info_blob = await self._disk_get("info", self._info_key)
+        info = None if info_blob is None else decode_info(info_blob)
+        body = await self._disk_get("index", self._index_key)
+        if info is None or body is None:
+            raise ServerUnreachable(
+                f"{reason}; and the disk cache holds no archive list of this server to "
+                "mount offline (mount it once while it answers, or `lrrfs cache warm` it)"
+            )
+        self.info = info
+        self.client.assume(info)
+        self._progress = self._progress and info.tracks_progress
+        self._apply_body(body, await trio.to_thread.run_sync(self._parse, body))
+        self.index_from_cache = True
+        self.client.link.go_offline(reason)
+        return info
+
+    async def reconnect(self) -> Changes:
+        """The server again (a probe while offline): its info, then a refresh."""
+        self.info = await self.client.info()
+        self._disk_put("info", self._info_key, encode_info(self.info))
+        return await self.refresh()
+
+    @property
+    def _info_key(self) -> str:
+        return f"info {self.client.api_url('')}"
 
     async def refresh(self) -> Changes:
         """Fetch the archive list and apply it; names stay put unless titles change."""
@@ -452,7 +496,9 @@ class Library:
         try:
             await request
         except LrrError as exc:
-            log.warning("archive %s: %s failed: %s", arcid, what, exc)
+            # Offline: said once when the mount went offline, not per page.
+            log.log(logging.DEBUG if isinstance(exc, Offline) else logging.WARNING,
+                    "archive %s: %s failed: %s", arcid, what, exc)  # fmt: skip
             return False
         return True
 
@@ -562,9 +608,28 @@ class Library:
     def _pages_key(self, archive: Archive) -> str:
         return f"{archive.cache_key}/{'resized' if self._resized else 'original'}"
 
-    async def _load_pages(self, archive: Archive) -> list[Page]:
+    def _page_list_key(self, archive: Archive) -> str:
         # Page URLs differ between API generations (two servers may share a cache folder).
-        key = f"{self._pages_key(archive)}{'/extract' if self._old_server else ''}"
+        return f"{self._pages_key(archive)}{'/extract' if self._old_server else ''}"
+
+    def archive_keys(self, archive: Archive) -> ArchiveKeys:
+        """Where the disk cache files the archive's parts (see offline.py)."""
+        meta = archive.meta
+        listed = bool(meta.filename and meta.extension and meta.size is not None)
+        return ArchiveKeys(
+            archive.arcid,
+            archive.name,
+            self._page_list_key(archive),
+            self._pages_key(archive),
+            archive.cache_key,
+            None if listed else archive.arcid,
+        )
+
+    def all_archive_keys(self) -> list[ArchiveKeys]:
+        return [self.archive_keys(self._archives[arcid]) for arcid in self._by_name.values()]
+
+    async def _load_pages(self, archive: Archive) -> list[Page]:
+        key = self._page_list_key(archive)
         cached = await self._disk_get("pages", key)
         if cached is not None:
             try:

@@ -5,6 +5,7 @@
     @tags/<namespace>/<value>/  archives with that tag; tags without a namespace in @tags/_/
     @categories/<name>/         a category's archives: its list, or its saved search's result
     @search/<query>/            the server's search for <query>, made when looked up
+    @offline/                   archives whose every file the disk cache holds
 
 The folders at the bottom link to archive folders; this module decides which
 archives are in which view: from the archive list (new, tags) and from what only
@@ -16,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
@@ -35,7 +36,8 @@ UNTAGGED = "@untagged"
 TAGS = "@tags"
 CATEGORIES = "@categories"
 SEARCH = "@search"
-VIEW_NAMES = (CATEGORIES, NEW, SEARCH, TAGS, UNTAGGED)
+OFFLINE = "@offline"
+VIEW_NAMES = (CATEGORIES, NEW, OFFLINE, SEARCH, TAGS, UNTAGGED)
 BARE_TAGS = "_"  # @tags/_/<tag>: tags without a namespace
 BARE_TAGS_ESCAPE = "\uff3f"  # FULLWIDTH LOW LINE: a namespace really named "_"
 HIDDEN_NAMESPACES = frozenset({"date_added"})  # one value per archive: useless as folders
@@ -113,6 +115,8 @@ class Views:
         self._categories: Tree = {}
         self._searches: LRUCache[str, frozenset[str]] = LRUCache(SEARCHES_KEPT)
         self._flights: SingleFlight[frozenset[str]] = SingleFlight()
+        # The archives readable offline: the library's to say (it knows the disk cache).
+        self.offline: Callable[[], Awaitable[frozenset[str]]] = _nothing
 
     def update(self, metas: Iterable[ArchiveMeta]) -> None:
         """What the archive list tells: the new archives and the tags."""
@@ -175,6 +179,8 @@ class Views:
 
     async def folder(self, path: tuple[str, ...]) -> ViewFolder | None:
         """The view folder at `path` (its names from the root down), None if there is none."""
+        if path[0] == OFFLINE:
+            return ViewFolder(members=await self.offline()) if len(path) == 1 else None
         if path[0] == SEARCH:
             if len(path) == 1:
                 return ViewFolder(any_name=True)
@@ -194,3 +200,7 @@ class Views:
         if isinstance(node, dict):
             return ViewFolder(folders=tuple(sorted(node)))
         return ViewFolder(members=node)
+
+
+async def _nothing() -> frozenset[str]:
+    return frozenset()

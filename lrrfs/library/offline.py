@@ -1,0 +1,151 @@
+"""What the disk cache holds of each archive, and which archives read fully offline.
+
+An archive is readable offline when the disk cache holds its page list, every page and its
+thumbnail (and, for old servers that do not list it, its file's name and size); its
+metadata.json comes with the archive list, which is cached as a whole. `readable_offline`
+is the one place that decides: the archive file's own disk cache (its blocks) joins there
+when it exists, as `Holding.file_complete`.
+
+Everything here only looks at the disk (no server, and no reading of pages: a `stat` per
+blob), in worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import trio
+
+from ..client import ServerInfo
+from .diskcache import DiskCache
+from .singleflight import SingleFlight
+
+OFFLINE_TTL = 5.0  # seconds a computed @offline list is shown before it is computed again
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveKeys:
+    """Where the disk cache files an archive's parts (see `Library.archive_keys`)."""
+
+    arcid: str
+    title: str
+    page_list: str  # kind "pages"
+    page_prefix: str  # kind "page": f"{page_prefix}/{path}"
+    thumbnail: str  # kind "thumb"
+    file: str | None  # kind "file": only old servers' archives need it
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What the disk cache holds of one archive."""
+
+    arcid: str
+    title: str
+    pages: int | None  # None: the page list is not cached
+    pages_cached: int
+    thumbnail: bool
+    file_named: bool  # its file's name and size are known without the server
+    bytes: int  # of all its blobs on disk
+    file_complete: bool | None = None  # the archive file's blocks: no cache of them yet
+
+    @property
+    def readable_offline(self) -> bool:
+        return readable_offline(self)
+
+
+def readable_offline(holding: Holding) -> bool:
+    """Every file of the archive's folder reads without the server."""
+    return (
+        holding.pages is not None
+        and holding.pages_cached == holding.pages
+        and holding.thumbnail
+        and holding.file_named
+        and holding.file_complete is not False  # None: the archive file is not cached at all
+    )
+
+
+def _size(disk: DiskCache, kind: str, key: str) -> int | None:
+    try:
+        return os.stat(disk.path(kind, key)).st_size
+    except OSError:
+        return None
+
+
+def holding(disk: DiskCache, keys: ArchiveKeys) -> Holding:
+    """What is on disk of one archive (blocking: a worker thread's job)."""
+    total = 0
+    pages: int | None = None
+    cached = 0
+    listed = _size(disk, "pages", keys.page_list)
+    blob = disk.get("pages", keys.page_list, touch=False) if listed is not None else None
+    if listed is not None and blob is not None:
+        total += listed
+        try:
+            paths = [row[0] for row in json.loads(blob)]
+        except (ValueError, TypeError, IndexError):
+            paths = None
+        if paths is not None:
+            pages = len(paths)
+            for path in paths:
+                size = _size(disk, "page", f"{keys.page_prefix}/{path}")
+                if size is not None:
+                    cached += 1
+                    total += size
+    thumb = _size(disk, "thumb", keys.thumbnail)
+    file = _size(disk, "file", keys.file) if keys.file is not None else 0
+    total += (thumb or 0) + (file or 0)
+    return Holding(
+        keys.arcid, keys.title, pages, cached, thumb is not None, file is not None, total
+    )
+
+
+def holdings(disk: DiskCache, archives: Iterable[ArchiveKeys]) -> list[Holding]:
+    """`holding` of each archive that has anything on disk (blocking)."""
+    found = []
+    for keys in archives:
+        held = holding(disk, keys)
+        if held.bytes:
+            found.append(held)
+    return found
+
+
+class OfflineArchives:
+    """The archives readable offline, for `@offline/`: computed from the disk in a worker
+    thread at most every OFFLINE_TTL seconds (a listing never waits on the server)."""
+
+    def __init__(self, disk: DiskCache | None, archives: Callable[[], list[ArchiveKeys]]) -> None:
+        self._disk = disk
+        self._archives = archives
+        self._found: frozenset[str] = frozenset()
+        self._when = -OFFLINE_TTL
+        self._flights: SingleFlight[frozenset[str]] = SingleFlight()
+
+    async def members(self) -> frozenset[str]:
+        if self._disk is None:
+            return frozenset()
+        if trio.current_time() - self._when >= OFFLINE_TTL:
+            self._found = await self._flights.run(("offline",), self._compute)
+        return self._found
+
+    async def _compute(self) -> frozenset[str]:
+        disk, archives = self._disk, self._archives()
+        assert disk is not None
+        found = await trio.to_thread.run_sync(lambda: holdings(disk, archives))
+        self._when = trio.current_time()
+        return frozenset(h.arcid for h in found if h.readable_offline)
+
+
+def encode_info(info: ServerInfo) -> bytes:
+    """The server's info, for the disk cache: a mount that starts offline needs it (the
+    API generation and resizing decide where pages are filed)."""
+    return json.dumps(asdict(info)).encode()
+
+
+def decode_info(blob: bytes) -> ServerInfo | None:
+    try:
+        return ServerInfo(**json.loads(blob))
+    except (ValueError, TypeError):
+        return None
