@@ -160,7 +160,7 @@ SETTINGS: dict[str, Setting] = {
     "verbose": Setting(_flag, "log every request"),
     "debug_fuse": Setting(_flag, "log every FUSE call"),
     "insecure": Setting(_flag, "do not verify the https server's certificate (unsafe)"),
-    "no_views": Setting(_flag, "no @new, @untagged, @tags, @categories, @search folders"),
+    "no_views": Setting(_flag, "no @new, @untagged, @tags, @categories, @search, @offline folders"),
     "no_progress": Setting(_flag, "never set the server's reading progress"),
     "clear_new_on_read": Setting(_flag, 'clear an archive\'s "new" flag when it is first read'),
     "comic_names": Setting(_flag, "name archive files .cbz, .cb7, .cbr, .cbt (comic books)"),

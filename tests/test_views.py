@@ -32,7 +32,7 @@ ARCHIVES = {
     "Eta.zip": (None, "date_added:1010", True),  # read: cleared of its new flag
     "Theta.tar": (None, "date_added:1011", False),  # page sizes come from fetching pages
 }
-VIEWS = ["@categories", "@new", "@search", "@tags", "@untagged"]
+VIEWS = ["@categories", "@new", "@offline", "@search", "@tags", "@untagged"]
 
 
 def arcid_of(path: Path) -> str:
