@@ -28,6 +28,7 @@ from .mount import MountError, MountOptions, connect
 
 WRITE_WAIT = 120.0  # seconds for the disk to take what was warmed
 VIEW_DEPTH = 4  # a view folder of folders is warmed down to this depth
+NO_CAP = 1 << 62
 
 
 class NothingToWarm(Exception):
@@ -146,7 +147,9 @@ def warm(options: MountOptions, patterns: list[str], out: TextIO = sys.stderr) -
 
 async def _show(options: MountOptions, out: TextIO) -> int:
     """What the disk cache holds, per archive (from the cache alone: no request)."""
-    client, library = await connect(replace(options, offline=Mode.FORCED), doing="show")
+    # Looking changes nothing: no request (offline), no eviction (no cap to keep).
+    looking = replace(options, offline=Mode.FORCED, disk_cache_bytes=NO_CAP)
+    client, library = await connect(looking, doing="show")
     try:
         disk = library.disk
         if disk is None:
@@ -165,7 +168,8 @@ async def _show(options: MountOptions, out: TextIO) -> int:
         print(f"{_mib(item.bytes):>9}  {pages:>9} pages  {ready:<7}  {item.title}", file=out)
     ready_count = sum(h.readable_offline for h in held)
     print(
-        f"{_mib(used)} held of {_mib(disk.cap)}: {len(held)} of {len(library)} archives, "
+        f"{_mib(used)} held of {_mib(options.disk_cache_bytes)}: "
+        f"{len(held)} of {len(library)} archives, "
         f"{ready_count} readable offline; {_mib(used - sum(h.bytes for h in held))} in "
         "archive lists and blobs of archives gone from the server",
         file=out,

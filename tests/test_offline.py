@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -272,3 +273,35 @@ def file_under_name(cache: Path, warmed_url: str, url: str) -> None:
     finally:
         old.close()
         new.close()
+
+
+def test_warming_a_view_pins_it_past_the_cap_and_cache_show_says_what_is_held(
+    library: Path, tmp_path: Path
+) -> None:
+    """A view warmed whole into a cache capped below its size: nothing being warmed is
+    evicted meanwhile (without the pin, eviction would take its first pages)."""
+    env = lrrfs_env(tmp_path, LRR_API_KEY=KEY)
+    cache = tmp_path / "cache"
+    make_archive(library / "Warm Big.zip", 12, page_bytes=200_000)  # ~2.4 MB, over the cap
+    with start_server(library, tmp_path) as server:
+        done = run_lrrfs(
+            "cache", "warm", server.url, "@search/Warm", "--cache-dir", str(cache),
+            "--cache-size", "1M", env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        for title, pages in (("Warm Big", 12), ("Warm One", 4), ("Warm Two", 4)):
+            assert f"{title}: {pages} pages cached, readable offline" in done.stderr
+        assert "Cold" not in done.stderr
+        missing = run_lrrfs("cache", "warm", server.url, "@categories/Nothing", env=env)
+        assert missing.returncode == 1 and "no view '@categories/Nothing'" in missing.stderr
+        server.stop()
+        shown = run_lrrfs(
+            "cache", "show", server.url, "--cache-dir", str(cache), "--cache-size", "1M", env=env
+        )
+    assert shown.returncode == 0, shown.stderr
+    *rows, total = shown.stdout.splitlines()
+    # After the warm, the cache is back under its cap: some of it was evicted then.
+    titles = sorted(row.split("  ")[-1].strip() for row in rows)
+    assert titles == ["Warm Big", "Warm One", "Warm Two"]
+    assert all(re.search(r"MiB +\d+/(4|12) pages +(offline|partly) ", row) for row in rows), rows
+    assert re.fullmatch(r"\d+\.\d MiB held of 1\.0 MiB: 3 of 4 archives, .*", total), total

@@ -366,6 +366,9 @@ class DiskCache:
             files.sort()
             target = int(self.cap * LOW_WATER)
             pinned = self._pinned_paths()
+            # What is being warmed stays, whatever it weighs: the rest makes room beside it
+            # (and no list goes for lack of room the pins took).
+            target += sum(size for _, _, size, path in files if path in pinned)
             for _, used, size, path in files:
                 if total <= target:
                     break
