@@ -260,14 +260,14 @@ def _row(state: dict[str, Any]) -> list[str]:
         field("requests"),
         field("errors"),
         field("in_flight"),
+        {True: "online", False: "offline"}.get(state.get("online"), "-"),  # type: ignore[arg-type]
         field("pid"),
         state["state"],
-        {True: "online", False: "offline"}.get(state.get("online"), "-"),  # type: ignore[arg-type]
     ]
 
 
 HEADER = ["MOUNTPOINT", "SERVER", "VERSION", "ARCHIVES", "CACHE", "REQUESTS", "ERRORS",
-          "IN FLIGHT", "PID", "STATE", "SERVER STATE"]  # fmt: skip
+          "IN FLIGHT", "CONNECTION", "PID", "STATE"]  # fmt: skip
 
 
 def table(states: list[dict[str, Any]]) -> str:

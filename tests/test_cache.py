@@ -189,7 +189,8 @@ def test_a_cached_archive_list_starts_the_mount_then_the_server_s_list_replaces_
             server.clear_faults()
 
 
-def test_a_server_down_at_mount_time_fails_the_mount_even_with_a_cached_list(tmp_path):
+def test_a_server_down_at_mount_time_fails_a_no_offline_mount_even_with_a_cached_list(tmp_path):
+    """(Without --no-offline, such a mount starts offline: test_offline.py.)"""
     library = tmp_path / "library"
     make_archive(library / "First.zip", 2, page_bytes=1000)
     cache = tmp_path / "cache"
@@ -199,7 +200,7 @@ def test_a_server_down_at_mount_time_fails_the_mount_even_with_a_cached_list(tmp
     mountpoint.mkdir()
     done = subprocess.run(
         [PYTHON, "-m", "lrrfs", "mount", server.url, str(mountpoint), "-f", "--timeout", "5",
-         "--cache-dir", str(cache)],
+         "--cache-dir", str(cache), "--no-offline"],
         capture_output=True, text=True, env=mount_env(server.key), timeout=60,
     )  # fmt: skip
     assert done.returncode == 1
