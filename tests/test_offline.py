@@ -106,6 +106,10 @@ def test_a_stopped_server_mounts_offline_from_a_warm_cache_and_comes_back(
             print(f"uncached listing while offline failed in {elapsed * 1000:.0f} ms")
             error, _ = timed_error(lambda: os.listdir(mountpoint / "@search" / "Warm"))
             assert error.errno == errno.EHOSTUNREACH
+            archive_file = mountpoint / "Warm One" / "Warm One.zip"  # its bytes: not cached
+            error, elapsed = timed_error(archive_file.read_bytes)
+            assert error.errno == errno.EHOSTUNREACH and elapsed < TIMEOUT
+            print(f"uncached read while offline failed in {elapsed * 1000:.0f} ms")
 
             # A save offline fails clearly and keeps the text, under the usual note.
             target = mountpoint / "Warm Two" / "metadata.json"
