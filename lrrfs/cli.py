@@ -401,12 +401,13 @@ def cache_settings(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def cmd_cache_warm(args: argparse.Namespace) -> int:
-    """Fetch the pages and thumbnails of the archives named into the disk cache."""
+    """Fetch the pages and thumbnails of the archives named into the disk cache (with
+    --archives, their archive files too)."""
     from .cachecmd import warm
 
     setup_logging(False, None)
     options, _ = mount_options(cache_settings(args))
-    return warm(options, args.patterns)
+    return warm(options, args.patterns, archives=args.archives)
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
@@ -431,6 +432,11 @@ def add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     warm.add_argument("source", metavar="URL|PROFILE", help="the server, or a profile")
     warm.add_argument(
         "patterns", nargs="+", metavar="TITLE", help="titles or folder names; * and ? match"
+    )
+    warm.add_argument(
+        "--archives",
+        action="store_true",
+        help="the whole archive files too (offline reading, backups); mind --cache-size",
     )
     for parser in (warm,):
         parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT=VAL")

@@ -26,6 +26,7 @@ from . import notify, status
 from .client import LrrClient, LrrError
 from .fs import LrrOperations, Ownership
 from .fs.calls import MAX_TASKS
+from .fs.readahead import set_read_ahead
 from .library import Library
 from .library.background import repeat
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
@@ -186,6 +187,8 @@ async def _announce_ready(options: MountOptions, library: Library, ready: Ready)
         ready(f"the mount on {options.mountpoint} does not answer: {exc!r}")
         pyfuse3.terminate()
         return
+    # Now, not before: the kernel caps the read-ahead when the mount's INIT is answered.
+    await trio.to_thread.run_sync(set_read_ahead, options.mountpoint)
     ready(None)
     notify.ready(f"{len(library)} archives from {options.url} on {options.mountpoint}")
 

@@ -386,12 +386,11 @@ class LrrOperations(pyfuse3.Operations):
                 handle.snapshot = await self.library.thumbnail(node.arcid)
             keep_cache = not self.library.thumbnail_is_placeholder(node.arcid)
         elif node.kind is Kind.ARCHIVE_FILE:
+            # Through the kernel's page cache, kept across opens (an archive's bytes never
+            # change under its cache key; a new size is a new file): small reads hit
+            # memory, a second open reads nothing from us, a shared mmap works.
             with self.calls.bounded("open"):
                 handle.reader = await self.library.open_archive(node.arcid)
-            # Direct I/O: the kernel passes reads as large as the program asks for
-            # (1 MiB for `cat`) instead of 128 KiB at a time, which is what lets a
-            # Python process keep up with the server. The cost: no shared mmap.
-            direct_io = True
         elif node.kind is Kind.PAGE:
             # Opening a page is reading it: a re-read may come from the kernel's cache,
             # without a read call. lrrfs's own fetches never open a file.
@@ -798,9 +797,12 @@ class LrrOperations(pyfuse3.Operations):
         for _arcid, old_name, _new in changes.renamed:
             await invalidate.forget_entry(root, old_name)
         for arcid in changes.updated:
-            inode = self.inodes.known(self._metadata_node(arcid))
-            if inode is not None:
-                await invalidate.forget_attributes(inode)
+            # The archive file too: its pages stay in the kernel's cache across opens, and
+            # an archive the server now reports with a new size is another file.
+            for node in (self._metadata_node(arcid), Node(Kind.ARCHIVE_FILE, arcid)):
+                inode = self.inodes.known(node)
+                if inode is not None:
+                    await invalidate.forget_attributes(inode)
 
     def _page_ahead(self, arcid: str, index: int, data: bytes) -> None:
         """A page fetched ahead goes to the kernel's cache of its file, if the kernel

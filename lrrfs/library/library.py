@@ -30,6 +30,7 @@ from ..client import (
     ServerInfo,
     iter_archives,
 )
+from .archivecache import ArchiveFiles
 from .background import start_quietly
 from .diskcache import DiskCache
 from .editing import (
@@ -178,6 +179,7 @@ class Library:
         self._thumb_fetches: SingleFlight[_Thumb] = SingleFlight()
         self._file_lookups: SingleFlight[ArchiveFile] = SingleFlight()
         self._buffers = BufferPool()
+        self.archive_files = None if disk is None else ArchiveFiles(disk)
         self.prefetcher = Prefetcher(self._prefetch_pages)
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
         # Folders came, went, moved or changed (the kernel may know the old ones).
@@ -789,8 +791,17 @@ class Library:
         return ArchiveFile(archive_file_name(name), size)
 
     async def open_archive(self, arcid: str) -> ArchiveReader:
+        """A reader of the archive file, with its blocks in the disk cache (filed by id
+        and size: a new size is a new archive)."""
         file = await self.archive_file(arcid)
-        return ArchiveReader(self.client, arcid, file.size, self._buffers)
+        disk = None
+        if self.archive_files is not None:
+            files = self.archive_files
+            cached = await trio.to_thread.run_sync(
+                files.open, arcid, file.size, abandon_on_cancel=True
+            )
+            disk = None if cached is None else (files, cached)
+        return ArchiveReader(self.client, arcid, file.size, self._buffers, disk)
 
 
 def encode_pages(refs: list[PageRef], members: dict[int, ZipMember]) -> bytes:
