@@ -15,7 +15,6 @@ caches are warm. Throughput rows take the best of three runs of each side.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -259,106 +258,6 @@ def viewer_row(server: Server, mounts: Mounts, latency: int, pages: int, arcid: 
                      "<= 0.7x")  # fmt: skip
 
 
-def curl() -> str:
-    """curl, the fastest client of the server: the baseline of the archive file's rows.
-    A Debian package; installed here if missing (as root), or the benchmark says so."""
-    found = shutil.which("curl")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "curl"], check=False,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-        found = shutil.which("curl")
-    if found is None:
-        raise SystemExit("the archive file's rows need curl: apt-get install curl")
-    return found
-
-
-def curl_time(server: Server, arcid: str) -> float:
-    url = f"{server.url}/api/archives/{arcid}/download"
-    token = base64.b64encode((server.key or "").encode()).decode()
-    header = f"Authorization: Bearer {token}" if server.key else "X-No-Key: 1"
-    return timed(lambda: run([curl(), "-sSf", "-o", "/dev/null", "-H", header, url]))
-
-
-def cat_time(path: Path) -> float:
-    return timed(lambda: run(["cat", str(path)]))
-
-
-def small_reads_time(path: Path, total: int, size: int = 8192) -> float:
-    """Reading the first `total` bytes in `size`-byte calls, as zathura reads a cbz."""
-
-    def job() -> None:
-        with open(path, "rb", buffering=0) as handle:
-            left = total
-            while left > 0 and (chunk := handle.read(size)):
-                left -= len(chunk)
-
-    return timed(job)
-
-
-def evict_local(path: Path) -> None:
-    """Drop a local file's pages from the kernel's cache: a cold local baseline."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-def archive_rows(server: Server, mounts: Mounts, latency: int, big_mb: int, arcid: str):
-    """The archive file: `cat` cold vs curl; again (same mount, new mount on the same disk
-    cache) vs `cat` of a local copy; 8 KiB reads of 64 MB cold and again vs a local copy."""
-    local = server.library / "Big.zip"
-    size_mb = local.stat().st_size / 1e6
-    cache = mounts.cache_dir()
-
-    def cold_cat() -> float:
-        shutil.rmtree(cache, ignore_errors=True)
-        with mounts.mount(server, cache) as mounted:
-            path = mounted.path / "Big" / "Big.zip"
-            path.stat()
-            return cat_time(path)
-
-    def again() -> tuple[float, float]:
-        # A cold `cat` at full speed outruns the disk cache's writer (some blocks are not
-        # written): a second mount's `cat` fetches the rest, a third one reads only the disk.
-        for _ in range(2):
-            with mounts.mount(server, cache) as mounted:
-                path = mounted.path / "Big" / "Big.zip"
-                path.stat()
-                new_mount = cat_time(path)
-                same_mount = best_of(3, lambda path=path: cat_time(path))
-        return new_mount, same_mount
-
-    mine, theirs = (
-        size_mb / t for t in best_alternated(3, cold_cat, lambda: curl_time(server, arcid))
-    )
-    yield ratio_row(f"`cat` of a {big_mb} MB archive, cold, vs `curl -o /dev/null` of its URL",
-                    latency, mine, theirs, "MB/s", ">= 0.85x", higher_is_better=True)  # fmt: skip
-    new_mount, same_mount = again()
-    local_cat = best_of(3, lambda: cat_time(local))
-    yield ratio_row("`cat` of it again, same mount, vs `cat` of a local copy", latency,
-                    same_mount, local_cat, "ms", "<= 1.5x")  # fmt: skip
-    yield ratio_row("`cat` of it again, new mount (disk cache), vs `cat` of a local copy",
-                    latency, new_mount, local_cat, "ms", "<= 1.5x")  # fmt: skip
-    yield from small_read_rows(server, mounts, latency, local)
-
-
-def small_read_rows(server: Server, mounts: Mounts, latency: int, local: Path):
-    total = min(64 << 20, local.stat().st_size)
-    with mounts.mount(server) as mounted:
-        path = mounted.path / "Big" / "Big.zip"
-        path.stat()
-        cold = small_reads_time(path, total)
-        again = best_of(3, lambda: small_reads_time(path, total))
-    evict_local(local)
-    local_cold = small_reads_time(local, total)
-    local_again = best_of(3, lambda: small_reads_time(local, total))
-    yield ratio_row(f"8 KiB reads of {total >> 20} MB of it, cold, vs a local copy (not cached)",
-                    latency, cold, local_cold, "ms", "<= 40x")  # fmt: skip
-    yield ratio_row(f"8 KiB reads of the same {total >> 20} MB again vs a local copy", latency,
-                    again, local_again, "ms", "<= 3x")  # fmt: skip
-
-
 def warm_read_rows(server: Server, mounts: Mounts, workdir: Path, latency: int):
     local = workdir / "local-pages"
     if not local.exists():
@@ -449,6 +348,8 @@ def serving(library: Path, workdir: Path) -> Iterator[Server]:
 
 def measure_archive(workdir: Path, sizes: Sizes) -> list[Row]:
     """Only the archive file's rows (`--archive`): a quicker look at them."""
+    from .bench_archive import archive_rows
+
     main = workdir / "main"
     make_archive(main / "Big.zip", sizes.big_mb // 2, page_bytes=2_000_000)
     mounts = Mounts(workdir)
@@ -457,11 +358,13 @@ def measure_archive(workdir: Path, sizes: Sizes) -> list[Row]:
         arcid = server.archives()[0]["arcid"]
         for latency in LATENCIES:
             server.faults(latency_ms=latency)
-            rows += archive_rows(server, mounts, latency, sizes.big_mb, arcid)
+            rows += archive_rows(server, mounts, workdir, latency, sizes.big_mb, arcid)
     return rows
 
 
 def measure(workdir: Path, sizes: Sizes) -> list[Row]:
+    from .bench_archive import archive_rows
+
     main, many, huge = build(workdir, sizes)
     mounts = Mounts(workdir)
     rows: list[Row] = []
@@ -476,7 +379,8 @@ def measure(workdir: Path, sizes: Sizes) -> list[Row]:
                                            ids["Pages"]))  # fmt: skip
             rows.append(viewer_row(server_main, mounts, latency, sizes.viewer_pages,
                                    ids["Viewer"]))  # fmt: skip
-            rows += archive_rows(server_main, mounts, latency, sizes.big_mb, ids["Big"])
+            rows += archive_rows(server_main, mounts, workdir, latency, sizes.big_mb,
+                                 ids["Big"])  # fmt: skip
             rows += warm_read_rows(server_main, mounts, workdir, latency)
     with serving(huge, workdir) as server_huge:
         for latency in LATENCIES:
