@@ -26,6 +26,8 @@ from __future__ import annotations
 import bisect
 import logging
 import mmap
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,7 +74,7 @@ class BufferPool:
         self._keep = keep
         self._part = part
         self._small = small
-        self._free: list[mmap.mmap] = []
+        self._free: deque[mmap.mmap] = deque()  # appended to by the disk's writer too
 
     def take(self, size: int) -> Buffer:
         """A buffer of at least `size` bytes (slice it)."""
@@ -82,6 +84,13 @@ class BufferPool:
         if size > self._small:
             return self._free.pop() if self._free else mmap.mmap(-1, self._part)
         return bytearray(size)
+
+    def recycle(self, buffer: Buffer) -> None:
+        """A buffer given up (not reusable then) that nothing uses any more: kept for reuse
+        (any thread; deque's append and pop are atomic)."""
+        pooled = isinstance(buffer, mmap.mmap) and len(buffer) == self._part
+        if pooled and len(self._free) < self._keep:
+            self._free.append(buffer)
 
     def give(self, buffer: Buffer | bytes, size: int, reusable: bool) -> None:
         """`reusable`: nothing writes into it any more (its transfer has ended)."""
@@ -113,7 +122,8 @@ class _Part:
     users: int = 0  # reads waiting on it or slicing it
     dropped: bool = False
     saved: bool = False  # its blocks were handed to the disk cache (or came from it)
-    storing: bool = False  # the disk cache's writer still reads its buffer
+    storing: bool = False  # the disk cache's writer still reads its buffer...
+    released: bool = False  # ...after the reader gave it up (then the writer recycles it)
 
     @property
     def end(self) -> int:
@@ -143,6 +153,7 @@ class ArchiveReader:
         self.size = size
         self._buffers = buffers
         self._disk = disk
+        self._handoff = threading.Lock()  # a part's buffer between the reader and the writer
         self._parts: list[_Part] = []  # in file order, not overlapping
         self._held: dict[int, _Part] = {}  # block index -> the part that holds it
         self._ahead = 0  # the read-ahead window, in bytes
@@ -272,9 +283,12 @@ class ArchiveReader:
                 self._release(part)
 
     def _release(self, part: _Part) -> None:
-        # A buffer a worker may still write into, or the disk's writer read, is not reused.
-        reusable = part.job.done and not part.storing
-        self._buffers.give(part.buffer, part.size, reusable=reusable)
+        # A buffer a worker may still write into, or the disk's writer read, is not reused
+        # now; the writer recycles it when done (fresh maps cost page faults and zeroing).
+        with self._handoff:
+            part.released = True
+            storing = part.storing
+        self._buffers.give(part.buffer, part.size, reusable=part.job.done and not storing)
         if not part.from_disk:
             self._client.forget_range(part.job)
 
@@ -289,7 +303,20 @@ class ArchiveReader:
             part.saved = True
             view = memoryview(part.buffer)[: part.size]  # a pooled buffer may be longer
             part.storing = True  # before the writer may be done with it
-            part.storing = files.save(archive, part.start // BLOCK, view, _stored(part))
+            stored = self._stored(part)
+            part.storing = files.save(archive, part.start // BLOCK, view, stored)
+
+    def _stored(self, part: _Part) -> Callable[[], None]:
+        """What the disk's writer calls (in its thread) once done with the part's buffer."""
+
+        def done() -> None:
+            with self._handoff:
+                part.storing = False
+                recycle = part.released
+            if recycle:
+                self._buffers.recycle(part.buffer)
+
+        return done
 
     # -- serving a read -----------------------------------------------------------
 
@@ -319,16 +346,6 @@ class ArchiveReader:
             lo, hi = max(offset, part.start), min(end, part.end)
             pieces.append(bytes(memoryview(part.buffer)[lo - part.start : hi - part.start]))
         return b"".join(pieces)
-
-
-def _stored(part: _Part) -> Callable[[], None]:
-    """What the disk's writer calls once done with the part's buffer (in its thread: a
-    plain flag, read by the trio thread when the part is released)."""
-
-    def done() -> None:
-        part.storing = False
-
-    return done
 
 
 def _check_cover(parts: list[_Part], offset: int, end: int) -> None:
