@@ -329,7 +329,9 @@ class DiskCache:
                 continue
             # Pages and covers go first; lists are small and every listing needs them.
             bulky = os.path.basename(os.path.dirname(os.path.dirname(entry.path))) in BULKY
-            size = info.st_blocks * 512  # what it takes on disk: archive files are sparse
+            # Bytes held: an archive file is sparse (its length is the archive's, blocks not
+            # read take no space); a small file is counted by length, as it was written.
+            size = min(info.st_size, info.st_blocks * 512)
             files.append((not bulky, info.st_mtime_ns, size, entry.path))
             total += size
         if total > self.cap:
