@@ -38,7 +38,7 @@ from .inodes import Kind, Node
 log = logging.getLogger(__name__)
 
 DONE_SECONDS = 60.0  # an uploaded file's name answers lookups this long (cp -p, shutil.copy)
-LISTED_SECONDS = 60.0  # a program that listed a folder may remove its files this long after
+LISTED_SECONDS = 60.0  # files rm -r removed stay hidden this long, waiting for the rmdir
 PF_EXITING = 0x4  # /proc/<pid>/stat flags: the process is exiting
 GROUP_VIEWS = (CATEGORIES, TANKOUBONS)  # folders of folders the user fills with links
 
@@ -96,8 +96,8 @@ class ChangesOperations(EditingOperations):
         super().__init__(*args, **kwargs)
         self._uploads: dict[int, PendingUpload] = {}
         self._upload_numbers = count(1)
-        self._listed: dict[tuple[int, str], float] = {}  # (pid, arcid) -> when it listed it
-        self._doomed: dict[str, set[str]] = {}  # arcid -> its files rm -r removed so far
+        self._listings: dict[int, tuple[int, str]] = {}  # open folder handle -> (pid, arcid)
+        self._doomed: dict[str, tuple[set[str], float]] = {}  # arcid -> files rm -r removed
 
     # -- nodes ------------------------------------------------------------------------
 
@@ -118,16 +118,19 @@ class ChangesOperations(EditingOperations):
             if not p.folder and not p.done
         }
 
-    def note_listing(self, node: Node, pid: int) -> None:
-        """A program listed an archive folder: it may remove its files (rm -r)."""
+    def note_listing(self, node: Node, pid: int, fh: int) -> None:
+        """A program holds an archive folder open: it may remove its files (rm -r and
+        file managers delete a folder's files while they hold it open, then the folder)."""
         if node.kind is Kind.ARCHIVE:
-            now = time.monotonic()
-            self._listed = {k: t for k, t in self._listed.items() if now - t < LISTED_SECONDS}
-            self._listed[(pid, node.arcid)] = now
+            self._listings[fh] = (pid, node.arcid)
+
+    def forget_listing(self, fh: int) -> None:
+        self._listings.pop(fh, None)
 
     def hidden(self, arcid: str) -> set[str]:
-        """Files of an archive folder that rm -r removed (the folder is going)."""
-        return self._doomed.get(arcid, set())
+        """Files of an archive folder that rm -r removed lately (the folder is going)."""
+        names, when = self._doomed.get(arcid, (set(), 0.0))
+        return names if time.monotonic() - when < LISTED_SECONDS else set()
 
     async def _child(self, parent: Node, name: str, pid: int = 0) -> Node | None:
         if parent.kind is Kind.ROOT or _group_of(parent) is not None:
@@ -303,7 +306,7 @@ class ChangesOperations(EditingOperations):
         if parent.kind is Kind.VIEW:
             await self._unlink_in_view(parent, text, child)
             return
-        if parent.kind is Kind.ARCHIVE and (ctx.pid, parent.arcid) in self._listed:
+        if parent.kind is Kind.ARCHIVE and (ctx.pid, parent.arcid) in self._listings.values():
             self._remove_for_delete(parent.arcid, text, child)
             return
         if parent.kind is Kind.ARCHIVE and child is not None and child.kind not in (
@@ -330,7 +333,8 @@ class ChangesOperations(EditingOperations):
         if child.kind is Kind.SCRATCH:
             self.scratch.remove(self.scratch.get(child.number))
             return
-        self._doomed.setdefault(arcid, set()).add(name)
+        names = self.hidden(arcid)
+        self._doomed[arcid] = ({*names, name}, time.monotonic())
 
     async def _unlink_in_view(self, parent: Node, name: str, child: Node | None) -> None:
         if child is None:
@@ -379,7 +383,7 @@ class ChangesOperations(EditingOperations):
                 name,
             )
             raise pyfuse3.FUSEError(errno.EPERM)
-        if arcid not in self._doomed:  # rmdir of a full folder: its files first, as rm -r does
+        if not self.hidden(arcid):  # rmdir of a full folder: its files first, as rm -r does
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         try:
             await self.library.delete(arcid)

@@ -87,12 +87,12 @@ class LrrOperations(ChangesOperations):
             names, nodes = self._root_entries()
         elif node.kind is Kind.ARCHIVE:
             names, nodes = await self._archive_entries(node.arcid)
-            self.note_listing(node, ctx.pid)
         elif node.kind is Kind.VIEW:
             names, nodes = await views.entries(self.library, node)
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         handle = next(self._handles)
+        self.note_listing(node, ctx.pid, handle)
         # `ls -a`, `find` and backup tools expect the folder and its parent listed first.
         self._dirs[handle] = DirHandle([".", "..", *names], [node, parent_folder(node), *nodes])
         return handle
@@ -155,6 +155,7 @@ class LrrOperations(ChangesOperations):
     @fuse_errors
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
+        self.forget_listing(fh)
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
