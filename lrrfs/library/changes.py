@@ -19,7 +19,7 @@ from ..client.writes import NoUploadApi, UploadProgress, UploadRefused, file_sha
 from .archive import Archive
 from .editing import EditError, EditNotAllowed, EditNotKept
 from .saving import LibraryEditing
-from .views import CATEGORIES, NEW, TANKOUBONS, ViewFolder
+from .views import CATEGORIES, TANKOUBONS, ViewFolder
 
 log = logging.getLogger(__name__)
 
@@ -255,5 +255,3 @@ def _refusal(exc: UploadRefused) -> ChangeError | LrrError:
         return Unsupported(f"{exc} (the server does not take this kind of file)")
     return ServerError(f"{exc} (the file changed on its way: nothing was added)", exc.status)
 
-
-__all__ = ["NEW", "LibraryChanges", "is_archive_name"]
