@@ -254,4 +254,3 @@ def _refusal(exc: UploadRefused) -> ChangeError | LrrError:
     if exc.status == 415:
         return Unsupported(f"{exc} (the server does not take this kind of file)")
     return ServerError(f"{exc} (the file changed on its way: nothing was added)", exc.status)
-
