@@ -67,6 +67,7 @@ class MountOptions:
     clear_new_on_read: bool = False  # reading an archive clears its "new" flag
     comic_names: bool = False  # archive files named .cbz, .cb7, .cbr, .cbt
     folder_icons: bool = False  # a .directory in each archive folder: Dolphin's folder cover
+    allow_delete: bool = False  # rm -r of an archive folder deletes the archive on the server
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -127,6 +128,7 @@ async def connect(options: MountOptions, doing: str = "mount") -> tuple[LrrClien
         clear_new_on_read=options.clear_new_on_read,
         comic_names=options.comic_names,
         disk=open_disk_cache(options),
+        allow_delete=options.allow_delete,
     )
     try:
         info = await library.connect()

@@ -30,7 +30,7 @@ from .base import (
     parent_folder,
 )
 from .calls import bounded
-from .editing import EditingOperations
+from .changes import ChangesOperations
 from .errors import fuse_errors
 from .inodes import ROOT, Kind, Node
 from .scratch import ScratchFile
@@ -38,7 +38,7 @@ from .scratch import ScratchFile
 log = logging.getLogger(__name__)
 
 
-class LrrOperations(EditingOperations):
+class LrrOperations(ChangesOperations):
     """A LANraragi library as a folder tree."""
 
     def __init__(
@@ -92,6 +92,7 @@ class LrrOperations(EditingOperations):
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         handle = next(self._handles)
+        self.note_listing(node, ctx.pid, handle)
         # `ls -a`, `find` and backup tools expect the folder and its parent listed first.
         self._dirs[handle] = DirHandle([".", "..", *names], [node, parent_folder(node), *nodes])
         return handle
@@ -103,6 +104,7 @@ class LrrOperations(EditingOperations):
             archive = library.find(name)
             assert archive is not None  # every listed name is an archive's
             found[name] = Node(Kind.ARCHIVE, archive.arcid)
+        found.update(self._upload_entries())
         names = sorted(found)
         return names, [found[name] for name in names]
 
@@ -132,6 +134,8 @@ class LrrOperations(EditingOperations):
         entries[METADATA_NAME] = self._metadata_node(arcid)
         if self.folder_icons:
             entries[FOLDER_ICON_NAME] = Node(Kind.FOLDER_ICON, arcid)
+        for name in self.hidden(arcid):  # removed by an rm -r under way
+            entries.pop(name, None)
         names = sorted(entries)
         return names, [entries[name] for name in names]
 
@@ -151,6 +155,7 @@ class LrrOperations(EditingOperations):
     @fuse_errors
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
+        self.forget_listing(fh)
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -205,7 +210,7 @@ class LrrOperations(EditingOperations):
             self.library.page_opened(node.arcid, node.number, by_person)
             if turned_bulk:
                 self.library.read_in_bulk(node.arcid)
-        if node.kind in (Kind.METADATA, Kind.SCRATCH):
+        if node.kind in (Kind.METADATA, Kind.SCRATCH, Kind.UPLOAD):
             keep_cache = False
         return self._file_info(
             handle, keep_cache, pin=node.kind is Kind.SCRATCH, direct_io=direct_io
@@ -229,6 +234,8 @@ class LrrOperations(EditingOperations):
             return archive.metadata_json[off : off + size]
         if node.kind is Kind.SCRATCH:
             return bytes(self.scratch.get(node.number).data[off : off + size])
+        if node.kind is Kind.UPLOAD:
+            return self.read_upload(node, off, size)
         with self.calls.bounded("read"):
             data = await self.library.page_data(node.arcid, node.number)
         handle.snapshot = data  # a page comes in several reads: one fetch, one prefetch nudge
