@@ -88,8 +88,9 @@ class BufferPool:
     def recycle(self, buffer: Buffer) -> None:
         """A buffer given up (not reusable then) that nothing uses any more: kept for reuse
         (any thread; deque's append and pop are atomic)."""
-        pooled = isinstance(buffer, mmap.mmap) and len(buffer) == self._part
-        if pooled and len(self._free) < self._keep:
+        if not isinstance(buffer, mmap.mmap) or len(buffer) != self._part:
+            return
+        if len(self._free) < self._keep:
             self._free.append(buffer)
 
     def give(self, buffer: Buffer | bytes, size: int, reusable: bool) -> None:
