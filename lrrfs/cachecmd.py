@@ -6,6 +6,8 @@ Warming fetches the pages and thumbnails of the archives named (titles, or views
 server use, so that reading them later (on a train, with the NAS asleep) costs no request:
 they are then in `@offline/`. It is not reading: it sends no reading progress. What is
 being warmed is pinned: no eviction deletes it meanwhile, in this process or a mount's.
+With `--archives` it fetches the archive files too, block by block, as a mount's reads
+would store them (a backup or a comic reader opening the file then reads the disk).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .client import LrrError
 from .client.connectivity import Mode
 from .library import Archive, Library
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
-from .library.offline import Holding, holding, holdings
+from .library.offline import Holding, file_complete, holding, holdings
 from .mount import MountError, MountOptions, connect
 
 WRITE_WAIT = 120.0  # seconds for the disk to take what was warmed
@@ -45,6 +47,10 @@ def matching(library: Library, patterns: list[str]) -> list[Archive]:
         ):
             chosen.append(archive)
     return chosen
+
+
+ARCHIVE_STEP = 8 << 20  # bytes of the archive file asked for at a time
+QUEUE_ROOM = 24 << 20  # wait for the disk when the write queue has less room than this
 
 
 async def chosen_archives(library: Library, patterns: list[str]) -> list[Archive]:
@@ -76,7 +82,7 @@ async def _view_members(library: Library, path: tuple[str, ...], depth: int) -> 
     return found
 
 
-async def _warm(options: MountOptions, patterns: list[str], out: TextIO) -> int:
+async def _warm(options: MountOptions, patterns: list[str], out: TextIO, archives: bool) -> int:
     # Warming needs the server: never offline.
     client, library = await connect(replace(options, offline=Mode.NEVER), doing="reach")
     try:
@@ -93,6 +99,8 @@ async def _warm(options: MountOptions, patterns: list[str], out: TextIO) -> int:
         complete = True
         for archive in chosen:
             complete = await _warm_one(library, library.disk, archive, out) and complete
+            if archives:
+                await _warm_archive_file(library, archive, out)
         return 0 if complete else 1
     finally:
         if library.disk is not None:
@@ -137,9 +145,31 @@ def _missing(held: Holding) -> str:
     return ", ".join(parts) or "?"
 
 
-def warm(options: MountOptions, patterns: list[str], out: TextIO = sys.stderr) -> int:
+async def _warm_archive_file(library: Library, archive: Archive, out: TextIO) -> None:
+    """Read the whole archive file through a reader, so that its blocks are stored; wait
+    for the disk whenever the write queue fills (a full queue drops blocks)."""
+    disk = library.archive_files
+    assert disk is not None
+    reader = await library.open_archive(archive.arcid)
     try:
-        return trio.run(_warm, options, patterns, out)
+        offset = 0
+        while offset < reader.size:
+            offset += len(await reader.read(offset, ARCHIVE_STEP))
+            if disk.room() < QUEUE_ROOM:
+                await trio.to_thread.run_sync(disk.drain, library.client.timeout)
+            out.write(f"\r{archive.name}: {offset >> 20}/{reader.size >> 20} MiB of the archive")
+            out.flush()
+    finally:
+        await reader.aclose()
+    await trio.to_thread.run_sync(disk.drain, library.client.timeout)
+    out.write(f"\r{archive.name}: archive file cached ({reader.size / (1 << 20):.1f} MiB)\n")
+
+
+def warm(
+    options: MountOptions, patterns: list[str], out: TextIO = sys.stderr, archives: bool = False
+) -> int:
+    try:
+        return trio.run(_warm, options, patterns, out, archives)
     except (MountError, LrrError) as exc:
         print(f"lrrfs: {exc}", file=out)
         return 1
@@ -165,7 +195,16 @@ async def _show(options: MountOptions, out: TextIO) -> int:
     for item in held:
         pages = f"{item.pages_cached}/{item.pages}" if item.pages is not None else "-"
         ready = "offline" if item.readable_offline else "partly"
-        print(f"{_mib(item.bytes):>9}  {pages:>9} pages  {ready:<7}  {item.title}", file=out)
+        blocks = item.file_blocks
+        file = (
+            "-"
+            if blocks is None
+            else "whole"
+            if file_complete(item)
+            else f"{blocks[0]}/{blocks[1]}"
+        )
+        print(f"{_mib(item.bytes):>9}  {pages:>9} pages  {ready:<7}  file {file:<9}  {item.title}",
+              file=out)  # fmt: skip
     ready_count = sum(h.readable_offline for h in held)
     print(
         f"{_mib(used)} held of {_mib(options.disk_cache_bytes)}: "

@@ -128,8 +128,8 @@ mount options, comma-separated, as in fstab (command-line flags and -o win over 
 config file): api_key_file=FILE, refresh_interval=S, timeout=S, cache_size=SIZE (disk),
 memory_cache=SIZE, cache_dir=DIR, thumbnail_wait=S, ro (read_only), uid=N|NAME,
 gid=N|NAME, umask=OCTAL, allow_other, log_file=FILE, verbose (debug), debug_fuse,
-no_views, no_progress, clear_new_on_read, comic_names, folder_icons, offline, no_offline,
-probe_interval=S, config=FILE;
+no_views, no_progress, clear_new_on_read, comic_names, folder_icons, allow_delete, offline,
+no_offline, probe_interval=S, config=FILE;
 nosuid, nodev, noexec go to the kernel; rw, _netdev, nofail, noauto, user, x-* and other
 fstab words are ignored"""
 
@@ -250,6 +250,7 @@ def add_browsing_arguments(parser: argparse.ArgumentParser) -> None:
          "tar .cbt): readers such as evince open them by that name"),
         ("--folder-icons", "a .directory file in each archive folder: Dolphin shows the cover "
          "as the folder's icon"),
+        ("--allow-delete", "rm -r of an archive's folder deletes the archive on the server"),
     ):  # fmt: skip
         parser.add_argument(flag, action="store_true", default=None, help=text)
 
@@ -280,8 +281,8 @@ FLAG_SETTINGS = ("api_key_file", "refresh_interval", "timeout", "cache_size", "m
                  "cache_dir", "thumbnail_wait",
                  "read_only", "uid", "gid", "umask", "allow_other", "log_file", "verbose",
                  "debug_fuse", "insecure", "no_views", "no_progress",
-                 "clear_new_on_read", "comic_names", "folder_icons", "offline", "no_offline",
-                 "probe_interval")  # fmt: skip
+                 "clear_new_on_read", "comic_names", "folder_icons", "allow_delete", "offline",
+                 "no_offline", "probe_interval")  # fmt: skip
 
 
 def mount_settings(args: argparse.Namespace) -> tuple[Settings, frozenset[str]]:
@@ -375,6 +376,7 @@ def mount_options(args: argparse.Namespace) -> tuple[MountOptions, Settings]:
         folder_icons=bool(settings["folder_icons"]),
         offline=offline_mode(settings),
         probe_interval=number(settings["probe_interval"]),
+        allow_delete=bool(settings["allow_delete"]),
     )
     return options, settings
 
@@ -437,12 +439,13 @@ def cache_settings(args: argparse.Namespace) -> argparse.Namespace:
 
 def cmd_cache_warm(args: argparse.Namespace) -> int:
     """Fetch the pages and thumbnails of the archives named (titles or views) into the disk
-    cache, so that they read offline; exits 1 if one is not wholly cached."""
+    cache (with --archives, their archive files too), so that they read offline; exits 1 if
+    one is not wholly cached."""
     from .cachecmd import warm
 
     setup_logging(False, None)
     options, _ = mount_options(cache_settings(args))
-    return warm(options, args.patterns)
+    return warm(options, args.patterns, archives=args.archives)
 
 
 def cmd_cache_show(args: argparse.Namespace) -> int:
@@ -489,6 +492,11 @@ def add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     show.add_argument("source", metavar="URL|PROFILE", help="the server, or a profile")
     show.set_defaults(func=cmd_cache_show)
+    warm.add_argument(
+        "--archives",
+        action="store_true",
+        help="the whole archive files too (offline reading, backups); mind --cache-size",
+    )
     for parser in (warm, show):
         parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT=VAL")
         parser.add_argument("--config", type=Path, metavar="FILE")

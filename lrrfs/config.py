@@ -168,6 +168,7 @@ SETTINGS: dict[str, Setting] = {
     "offline": Setting(_flag, "never ask the server: read only what the disk cache holds"),
     "no_offline": Setting(_flag, "never go offline: fail to mount, and wait, without the server"),
     "probe_interval": Setting(_positive, "offline: the most seconds between looks for the server"),
+    "allow_delete": Setting(_flag, "rm -r of an archive's folder deletes it on the server"),
 }
 
 DEFAULTS: Settings = {
@@ -190,6 +191,7 @@ DEFAULTS: Settings = {
     "offline": False,
     "no_offline": False,
     "probe_interval": 60.0,
+    "allow_delete": False,
 }
 
 # -o names users bring from other FUSE file systems and fstab, as lrrfs settings.

@@ -27,6 +27,7 @@ from .client import LrrClient, LrrError
 from .client.connectivity import Connectivity, Mode
 from .fs import LrrOperations, Ownership
 from .fs.calls import MAX_TASKS
+from .fs.readahead import set_read_ahead
 from .library import Changes, Library
 from .library.background import repeat
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
@@ -69,6 +70,7 @@ class MountOptions:
     folder_icons: bool = False  # a .directory in each archive folder: Dolphin's folder cover
     offline: Mode = Mode.AUTO  # unreachable: serve the disk cache (AUTO), always, or never
     probe_interval: float = 60.0  # offline: the most seconds between two probes of the server
+    allow_delete: bool = False  # rm -r of an archive folder deletes the archive on the server
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -130,6 +132,7 @@ async def connect(options: MountOptions, doing: str = "mount") -> tuple[LrrClien
         clear_new_on_read=options.clear_new_on_read,
         comic_names=options.comic_names,
         disk=open_disk_cache(options),
+        allow_delete=options.allow_delete,
     )
     try:
         info = await library.connect()
@@ -202,6 +205,8 @@ async def _announce_ready(options: MountOptions, library: Library, ready: Ready)
         ready(f"the mount on {options.mountpoint} does not answer: {exc!r}")
         pyfuse3.terminate()
         return
+    # Now, not before: the kernel caps the read-ahead when the mount's INIT is answered.
+    await trio.to_thread.run_sync(set_read_ahead, options.mountpoint)
     ready(None)
     notify.ready(f"{len(library)} archives from {options.url} on {options.mountpoint}")
 

@@ -133,6 +133,9 @@ def snapshot(options: MountOptions, library: Library, started: float) -> dict[st
         "problems": list(FAILURES.recent),  # the last background failures, newest last
         "read_only": options.read_only,
         **library.client.link.state(),  # online, since when, the last error
+        "uploads": [  # files being copied in, and how far they got
+            {"name": u.name, "sent": u.sent, "total": u.total} for u in library.uploads.values()
+        ],
         "started": started,
         "updated": time.time(),
     }
@@ -280,7 +283,21 @@ def table(states: list[dict[str, Any]]) -> str:
             lines.append(f"{state['mountpoint']}: {HINTS[state['state']]}")
         lines += _connectivity(state)
         lines += _problems(state)
+        lines += _uploads(state)
     return "\n".join(lines)
+
+
+def _uploads(state: dict[str, Any]) -> list[str]:
+    """The uploads under way, one line each: bytes sent of how many."""
+    uploads = state.get("uploads")
+    if not isinstance(uploads, list):
+        return []
+    return [
+        f"{state['mountpoint']}: uploading {u.get('name')}: {_mib(u.get('sent'))} "
+        f"of {_mib(u.get('total'))}"
+        for u in uploads
+        if isinstance(u, dict)
+    ]
 
 
 PROBLEMS_SHOWN = 3

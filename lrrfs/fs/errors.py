@@ -19,6 +19,7 @@ import pyfuse3
 from ..client import AuthRejected, LrrError, NotFound
 from ..client.errors import Busy, Offline
 from ..library.background import Throttle, failures_in
+from ..library.changes import AlreadyThere, NotPermitted, NotSupported, ReadOnlyView
 from ..library.editing import EditConflict, EditError, EditNotAllowed, EditNotKept, EditTooLarge
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,14 @@ def errno_for(exc: LrrError | EditError) -> int:
     (and the rest)."""
     if isinstance(exc, Offline):
         return errno.EHOSTUNREACH
+    if isinstance(exc, AlreadyThere):
+        return errno.EEXIST
+    if isinstance(exc, NotPermitted):
+        return errno.EPERM
+    if isinstance(exc, ReadOnlyView):
+        return errno.EROFS
+    if isinstance(exc, NotSupported):
+        return errno.ENOTSUP
     if isinstance(exc, AuthRejected | EditNotAllowed):
         return errno.EACCES
     if isinstance(exc, Busy):

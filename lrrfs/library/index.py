@@ -26,6 +26,7 @@ from ..client import (
 from ..client.connectivity import Mode
 from ..client.errors import NoConnection
 from .archive import Archive, ArchiveFile, Changes
+from .archivecache import ArchiveFiles
 from .background import start_quietly
 from .diskcache import DiskCache
 from .names import NameRequest, assign_names
@@ -81,6 +82,7 @@ class LibraryIndex:
     _thumb_fetches: SingleFlight[Thumb]
     _file_lookups: SingleFlight[ArchiveFile]
     _buffers: BufferPool
+    archive_files: ArchiveFiles | None
     prefetcher: Prefetcher
     on_thumbnail_change: Callable[[str], None]
     on_changes: Callable[[Changes], None]

@@ -3,8 +3,9 @@
 An archive is readable offline when the disk cache holds its page list, every page and its
 thumbnail (and, for old servers that do not list it, its file's name and size); its
 metadata.json comes with the archive list, which is cached as a whole. `readable_offline`
-is the one place that decides: the archive file's own disk cache (its blocks) joins there
-when it exists, as `Holding.file_complete`.
+is the one place that decides. The archive file's own blocks (archivecache.py) are counted
+beside (`Holding.file_blocks`): `cache warm --archives` stores them; they are not needed to
+read the pages, so `@offline/` does not ask for them.
 
 Everything here only looks at the disk (no server, and no reading of pages: a `stat` per
 blob), in worker threads.
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 import trio
 
 from ..client import ServerInfo
+from .archivecache import blocks_held
 from .diskcache import DiskCache
 from .singleflight import SingleFlight
 
@@ -36,6 +38,7 @@ class ArchiveKeys:
     page_prefix: str  # kind "page": f"{page_prefix}/{path}"
     thumbnail: str  # kind "thumb"
     file: str | None  # kind "file": only old servers' archives need it
+    size: int | None  # the archive file's length, when the list says it (its blocks' key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +51,8 @@ class Holding:
     pages_cached: int
     thumbnail: bool
     file_named: bool  # its file's name and size are known without the server
-    bytes: int  # of all its blobs on disk
-    file_complete: bool | None = None  # the archive file's blocks: no cache of them yet
+    bytes: int  # of all its blobs on disk (not of its archive file's blocks)
+    file_blocks: tuple[int, int] | None = None  # of its archive file: (held, all); None: none
 
     @property
     def readable_offline(self) -> bool:
@@ -63,8 +66,12 @@ def readable_offline(holding: Holding) -> bool:
         and holding.pages_cached == holding.pages
         and holding.thumbnail
         and holding.file_named
-        and holding.file_complete is not False  # None: the archive file is not cached at all
     )
+
+
+def file_complete(holding: Holding) -> bool:
+    """The archive file reads whole offline too (`cache warm --archives`)."""
+    return holding.file_blocks is not None and holding.file_blocks[0] == holding.file_blocks[1]
 
 
 def _size(disk: DiskCache, kind: str, key: str) -> int | None:
@@ -97,8 +104,9 @@ def holding(disk: DiskCache, keys: ArchiveKeys) -> Holding:
     thumb = _size(disk, "thumb", keys.thumbnail)
     file = _size(disk, "file", keys.file) if keys.file is not None else 0
     total += (thumb or 0) + (file or 0)
+    blocks = None if keys.size is None else blocks_held(disk, keys.arcid, keys.size)
     return Holding(
-        keys.arcid, keys.title, pages, cached, thumb is not None, file is not None, total
+        keys.arcid, keys.title, pages, cached, thumb is not None, file is not None, total, blocks
     )
 
 
@@ -107,7 +115,7 @@ def holdings(disk: DiskCache, archives: Iterable[ArchiveKeys]) -> list[Holding]:
     found = []
     for keys in archives:
         held = holding(disk, keys)
-        if held.bytes:
+        if held.bytes or held.file_blocks:
             found.append(held)
     return found
 

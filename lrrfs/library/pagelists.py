@@ -78,6 +78,7 @@ class LibraryPages(LibraryFiles):
             self._pages_key(archive),
             archive.cache_key,
             None if listed else archive.arcid,
+            archive.file.size if archive.file is not None else meta.size,
         )
 
     def all_archive_keys(self) -> list[ArchiveKeys]:
