@@ -151,7 +151,8 @@ def test_no_cache_fails_to_mount_as_before_and_offline_modes(library: Path, tmp_
     cache = tmp_path / "cache"
     with start_server(library, tmp_path) as server:
         url, port = server.url, server.port
-        warm(server, env, cache, "Warm One")
+        said = warm(server, env, cache, "Warm One", "--archives")  # its archive file's blocks too
+        assert "Warm One: archive file cached" in said
     mountpoint = tmp_path / "lrr"
     mountpoint.mkdir()
     # No cache: the mount fails as it always did, and says why.
@@ -180,6 +181,8 @@ def test_no_cache_fails_to_mount_as_before_and_offline_modes(library: Path, tmp_
         with launch_mount(command, mountpoint, env):
             assert "Warm One" in archive_names(mountpoint)
             assert len(page_files(mountpoint / "Warm One")) == PAGES
+            original = (library / "Warm One.zip").read_bytes()
+            assert (mountpoint / "Warm One" / "Warm One.zip").read_bytes() == original
             error, _ = timed_error(lambda: os.listdir(mountpoint / "Cold"))
             assert error.errno == errno.EHOSTUNREACH
             time.sleep(2 * PROBE)  # forced offline never probes: nothing reaches the server
