@@ -16,9 +16,10 @@ A longer run, e.g. ten minutes, replaying a seed:
 
 Every file call must end within the mount's deadline (--timeout 3) plus a slack for a loaded
 2-core machine: a bound, not a speed. Every OSError must be EIO or EAGAIN (the server failed,
-or too many calls wait on it), or ENOENT where a name may really be gone: a folder whose
-archive the chaos thread left out of, or spoiled in, an archive list; a search; a category
-(a valid but different category list removes it).
+or too many calls wait on it), EHOSTUNREACH (faults that hang everything long enough take the
+mount offline, as a server that hangs should), or ENOENT where a name may really be gone: a
+folder whose archive the chaos thread left out of, or spoiled in, an archive list; a search; a
+category (a valid but different category list removes it).
 
 What no client can tell from the truth is left out of the chaos: a page answered with an
 image type and other bytes (the page API has no checksum; zip members are checked by CRC-32,
@@ -61,7 +62,7 @@ TARS = 3
 RSS_CAP_MB = 300
 FINAL_TIMEOUT = 120  # the checks after the faults (19 archives read whole: seconds)
 GIB = 1 << 30
-VIEWS = ("@categories", "@new", "@search", "@tags", "@untagged")
+VIEWS = ("@categories", "@new", "@offline", "@search", "@tags", "@untagged")
 WITHOUT_COVER = "thumbnail.jpg"  # a folder lists without its cover when that fails
 TAGS = ["artist:artist 0", "artist:artist 1", "artist:artist 2", "series:s0", "series:s1",
         "color", "mono"]  # fmt: skip
@@ -109,7 +110,7 @@ def mount(server, tmp_path):
     """A short deadline, a memory cache smaller than the library and a disk cache of 2 MB
     (the library's pages are 4.6 MB): reads keep going to the server, eviction runs."""
     args = ("--timeout", str(DEADLINE), "--refresh-interval", "1",
-            "--memory-cache", "1", "--cache-size", "2M")  # fmt: skip
+            "--memory-cache", "1", "--cache-size", "2M", "--probe-interval", "2")  # fmt: skip
     with start_mount(server, tmp_path / "lrr", args=args) as mounted:
         yield mounted
 
@@ -479,7 +480,7 @@ class Soak:
             raise Wrong(f"{path} is not the archive's metadata: {text[:200]!r}")
 
     def allowed(self, exc: OSError, subject: str | None) -> bool:
-        if exc.errno in (errno.EIO, errno.EAGAIN):
+        if exc.errno in (errno.EIO, errno.EAGAIN, errno.EHOSTUNREACH):
             return True
         if exc.errno != errno.ENOENT or subject is None:
             return False
@@ -655,6 +656,8 @@ def check_recovery(mount, server, soak: Soak, problems: list[str]) -> None:
     and every archive file reads right (a leaked connection slot or a lock left held would
     fail these with the 3 s deadline)."""
     titles = soak.titles
+    if not wait_for(lambda: searches(mount, titles[0]), timeout=30):  # online again, if it left
+        problems.append("the mount is not online again after the faults")
     if not wait_for(lambda: archive_names(mount.path) == titles, timeout=30):
         problems.append(f"the root lists {archive_names(mount.path)}, not {titles}")
     if sorted(a["title"] for a in server.archives()) != titles:
@@ -675,6 +678,15 @@ def check_recovery(mount, server, soak: Soak, problems: list[str]) -> None:
                 problems.append(f"{path} reads wrong after the faults")
         except OSError as exc:
             problems.append(f"{path} after the faults: {exc!r}")
+
+
+def searches(mount, query: str) -> bool:
+    """A search answers: only the server can (an offline mount fails it at once)."""
+    try:
+        os.listdir(mount.path / "@search" / query)
+    except OSError:
+        return False
+    return True
 
 
 def excerpt(log: str, needle: str) -> str:
