@@ -22,6 +22,10 @@ from .conftest import start_mount, start_server, wait_for
 BOOKS = 4
 
 
+# Uploads exist on current servers only (the old generation's refusal: test_cp_adds_the_archive).
+UPLOADS = pytest.mark.parametrize("change_server", ["0.9"], indirect=True, ids=["lrr0.9"])
+
+
 @pytest.fixture(scope="module", params=["0.9", "0.7"], ids=lambda g: f"lrr{g}")
 def change_server(request, tmp_path_factory):
     library = tmp_path_factory.mktemp("change-library")
@@ -112,17 +116,14 @@ def test_cp_adds_the_archive(mount, change_server, new_archive):
 
 
 @pytest.mark.parametrize("tool", ["rsync", "gio", "shutil", "rename", "odd_chunks"])
+@UPLOADS
 def test_copy_programs(mount, change_server, new_archive, tool):
-    if not modern(change_server):
-        pytest.skip("the old generation has no upload API (test_cp_adds_the_archive)")
     title = f"By {tool}"
     source = new_archive(f"{title}.zip")
     target = mount.path / source.name
     if tool == "rsync":
         subprocess.run(["rsync", str(source), str(mount.path) + "/"], check=True)
     elif tool == "gio":
-        if shutil.which("gio") is None:
-            pytest.skip("gio is not installed")
         subprocess.run(["gio", "copy", str(source), str(target)], check=True)
     elif tool == "shutil":
         shutil.copy(source, target)  # copies the mode by path after close
@@ -141,9 +142,8 @@ def test_copy_programs(mount, change_server, new_archive, tool):
     assert (mount.path / title).is_dir()
 
 
+@UPLOADS
 def test_refusals_of_copies(mount, change_server, new_archive, tmp_path):
-    if not modern(change_server):
-        pytest.skip("the old generation refuses every copy (test_cp_adds_the_archive)")
     # the same file twice: EEXIST
     source = new_archive("Twice.zip")
     shutil.copy(source, mount.path)
@@ -169,9 +169,8 @@ def test_refusals_of_copies(mount, change_server, new_archive, tmp_path):
     assert "Twice again" not in server_titles(change_server)
 
 
+@UPLOADS
 def test_copy_into_a_category(mount, change_server, new_archive):
-    if not modern(change_server):
-        pytest.skip("no upload API")
     os.mkdir(mount.path / "@categories" / "Inbox")
     source = new_archive("Into Inbox.zip")
     shutil.copyfile(source, mount.path / "@categories" / "Inbox" / source.name)
@@ -181,9 +180,8 @@ def test_copy_into_a_category(mount, change_server, new_archive):
     assert cat["archives"] == [entry["arcid"]]
 
 
+@UPLOADS
 def test_copy_killed_midway_sends_nothing(mount, change_server, new_archive):
-    if not modern(change_server):
-        pytest.skip("no upload API")
     change_server.clear_requests()
     target = mount.path / "Killed.zip"
     writer = subprocess.Popen(
@@ -212,9 +210,8 @@ with open(sys.argv[1], "wb") as f:
 """
 
 
+@UPLOADS
 def test_two_mounts_add_the_same_file(mount, change_server, new_archive, tmp_path):
-    if not modern(change_server):
-        pytest.skip("no upload API")
     source = new_archive("Raced.zip")
     with start_mount(change_server, tmp_path / "second") as second:
         copies = [
@@ -366,9 +363,8 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+@UPLOADS
 def test_a_2gb_upload_streams(mount, change_server, tmp_path):
-    if not modern(change_server):
-        pytest.skip("no upload API")
     source = big_zip(tmp_path / "Huge Book.zip", BIG)
     try:
         copy = subprocess.Popen(["cp", str(source), str(mount.path)])

@@ -200,27 +200,39 @@ async def delete_archive(client: LrrClient, arcid: str) -> None:
     await client.write("DELETE", f"/api/archives/{arcid}", f"deleting archive {arcid}")
 
 
-async def create_category(client: LrrClient, name: str) -> str:
-    body = await client.write(
-        "PUT", "/api/categories", f"creating category {name!r}", params={"name": name}
-    )
-    found = body.get("category_id") if isinstance(body, dict) else None
+@dataclass(frozen=True, slots=True)
+class GroupKind:
+    """Categories and tankoubons: collections of archives with the same API's shape."""
+
+    noun: str  # "category"
+    path: str  # "/api/categories"
+    id_field: str  # the created one's id in the answer
+
+
+CATEGORY = GroupKind("category", "/api/categories", "category_id")
+TANKOUBON = GroupKind("tankoubon", "/api/tankoubons", "tankoubon_id")
+
+
+async def create_group(client: LrrClient, kind: GroupKind, name: str) -> str:
+    what = f"creating {kind.noun} {name!r}"
+    body = await client.write("PUT", kind.path, what, params={"name": name})
+    found = body.get(kind.id_field) if isinstance(body, dict) else None
     if not isinstance(found, str):
-        raise ServerError(f"creating category {name!r}: no id in the answer", 200)
+        raise ServerError(f"{what}: no id in the answer", 200)
     return found
 
 
-async def delete_category(client: LrrClient, cat_id: str) -> None:
-    await client.write("DELETE", f"/api/categories/{cat_id}", f"deleting category {cat_id}")
+async def delete_group(client: LrrClient, kind: GroupKind, group_id: str) -> None:
+    await client.write("DELETE", f"{kind.path}/{group_id}", f"deleting {kind.noun} {group_id}")
 
 
-async def category_member(client: LrrClient, cat_id: str, arcid: str, add: bool) -> None:
-    verb = "adding" if add else "removing"
-    await client.write(
-        "PUT" if add else "DELETE",
-        f"/api/categories/{cat_id}/{arcid}",
-        f"{verb} {arcid} {'to' if add else 'from'} category {cat_id}",
-    )
+async def group_member(
+    client: LrrClient, kind: GroupKind, group_id: str, arcid: str, add: bool
+) -> None:
+    """Add the archive to the group, or remove it."""
+    what = f"{'adding' if add else 'removing'} {arcid} {'to' if add else 'from'} {kind.noun}"
+    await client.write("PUT" if add else "DELETE", f"{kind.path}/{group_id}/{arcid}",
+                       f"{what} {group_id}")  # fmt: skip
 
 
 TANKOUBON_PAGES = 1_000  # pages of the tankoubon list followed, at most
@@ -246,26 +258,3 @@ async def tankoubons(client: LrrClient) -> list[Tankoubon]:
             break
         await trio.lowlevel.checkpoint()
     return list(found.values())
-
-
-async def create_tankoubon(client: LrrClient, name: str) -> str:
-    body = await client.write(
-        "PUT", "/api/tankoubons", f"creating tankoubon {name!r}", params={"name": name}
-    )
-    found = body.get("tankoubon_id") if isinstance(body, dict) else None
-    if not isinstance(found, str):
-        raise ServerError(f"creating tankoubon {name!r}: no id in the answer", 200)
-    return found
-
-
-async def delete_tankoubon(client: LrrClient, tank_id: str) -> None:
-    await client.write("DELETE", f"/api/tankoubons/{tank_id}", f"deleting tankoubon {tank_id}")
-
-
-async def tankoubon_member(client: LrrClient, tank_id: str, arcid: str, add: bool) -> None:
-    verb = "adding" if add else "removing"
-    await client.write(
-        "PUT" if add else "DELETE",
-        f"/api/tankoubons/{tank_id}/{arcid}",
-        f"{verb} {arcid} {'to' if add else 'from'} tankoubon {tank_id}",
-    )

@@ -17,7 +17,7 @@ import trio
 
 from ..client import NotFound
 from ..client.errors import Offline
-from ..library import METADATA_NAME, THUMBNAIL_NAME, Changes, Library
+from ..library import METADATA_NAME, THUMBNAIL_NAME, Changes
 from . import invalidate, views
 from .base import (
     BLOCK_SIZE,
@@ -42,18 +42,12 @@ log = logging.getLogger(__name__)
 class LrrOperations(ChangesOperations):
     """A LANraragi library as a folder tree."""
 
-    def __init__(
-        self,
-        library: Library,
-        *,
-        timeouts: Timeouts | None = None,
-        ownership: Ownership | None = None,
-        folder_icons: bool = False,
-    ) -> None:
-        super().__init__(library, timeouts=timeouts, ownership=ownership, folder_icons=folder_icons)
-        library.on_thumbnail_change = self._thumbnail_changed
-        library.on_page_ahead = self._page_ahead
-        library.on_changes = self._library_changed
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Mounted: the library's changes now reach the kernel."""
+        self.library.on_thumbnail_change = self._thumbnail_changed
+        self.library.on_page_ahead = self._page_ahead
+        self.library.on_changes = self._library_changed
+        super().attach(nursery)
 
     # -- lookups and listings ------------------------------------------------------
 

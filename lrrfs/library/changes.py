@@ -187,10 +187,7 @@ class LibraryChanges(LibraryEditing):
         )
         self._check_changeable(what)
         group = self._group_id(view, name, what)
-        if view == CATEGORIES:
-            await api.category_member(self.client, group, arcid, member)
-        else:
-            await api.tankoubon_member(self.client, group, arcid, member)
+        await api.group_member(self.client, _kind(view), group, arcid, member)
         await self._check_member(view, name, arcid, member, what)
         log.info("%s: done", what)
 
@@ -224,10 +221,7 @@ class LibraryChanges(LibraryEditing):
         self._check_changeable(what)
         if view == TANKOUBONS and not self.has_tankoubons:
             raise NotSupported(f"{what}: this LANraragi server has no tankoubons")
-        if view == CATEGORIES:
-            await api.create_category(self.client, name)
-        else:
-            await api.create_tankoubon(self.client, name)
+        await api.create_group(self.client, _kind(view), name)
         await self._refresh_groups(view)
         if await self._group_folder(view, name) is None:
             raise NotApplied(f"{what}: the server answered yes but does not list it")
@@ -238,10 +232,7 @@ class LibraryChanges(LibraryEditing):
         what = f"removing {view}/{name}"
         self._check_changeable(what)
         group = self._group_id(view, name, what) if view == TANKOUBONS else self._category(name).id
-        if view == CATEGORIES:
-            await api.delete_category(self.client, group)
-        else:
-            await api.delete_tankoubon(self.client, group)
+        await api.delete_group(self.client, _kind(view), group)
         await self._refresh_groups(view)
         if await self._group_folder(view, name) is not None:
             raise NotApplied(f"{what}: the server answered yes but still lists it")
@@ -254,3 +245,7 @@ def _refusal(exc: UploadRefused) -> ChangeError | LrrError:
     if exc.status == 415:
         return Unsupported(f"{exc} (the server does not take this kind of file)")
     return ServerError(f"{exc} (the file changed on its way: nothing was added)", exc.status)
+
+
+def _kind(view: str) -> api.GroupKind:
+    return api.CATEGORY if view == CATEGORIES else api.TANKOUBON
