@@ -127,9 +127,9 @@ mount options, comma-separated, as in fstab (command-line flags and -o win over 
 config file): api_key_file=FILE, refresh_interval=S, timeout=S, cache_size=SIZE (disk),
 memory_cache=SIZE, cache_dir=DIR, thumbnail_wait=S, ro (read_only), uid=N|NAME,
 gid=N|NAME, umask=OCTAL, allow_other, log_file=FILE, verbose (debug), debug_fuse,
-no_views, no_progress, clear_new_on_read, comic_names, folder_icons, config=FILE;
-nosuid, nodev, noexec go to the kernel; rw, _netdev, nofail, noauto, user, x-* and other
-fstab words are ignored"""
+no_views, no_progress, clear_new_on_read, comic_names, folder_icons, no_thumbnails,
+config=FILE; nosuid, nodev, noexec go to the kernel; rw, _netdev, nofail, noauto, user,
+x-* and other fstab words are ignored"""
 
 
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
@@ -228,6 +228,8 @@ def add_browsing_arguments(parser: argparse.ArgumentParser) -> None:
          "tar .cbt): readers such as evince open them by that name"),
         ("--folder-icons", "a .directory file in each archive folder: Dolphin shows the cover "
          "as the folder's icon"),
+        ("--no-thumbnails", "do not put thumbnails of listed folders' pages (made from the "
+         "server's small pictures) in the file managers' thumbnail cache"),
     ):  # fmt: skip
         parser.add_argument(flag, action="store_true", default=None, help=text)
 
@@ -258,7 +260,7 @@ FLAG_SETTINGS = ("api_key_file", "refresh_interval", "timeout", "cache_size", "m
                  "cache_dir", "thumbnail_wait",
                  "read_only", "uid", "gid", "umask", "allow_other", "log_file", "verbose",
                  "debug_fuse", "insecure", "no_views", "no_progress",
-                 "clear_new_on_read", "comic_names", "folder_icons")  # fmt: skip
+                 "clear_new_on_read", "comic_names", "folder_icons", "no_thumbnails")  # fmt: skip
 
 
 def mount_settings(args: argparse.Namespace) -> tuple[Settings, frozenset[str]]:
@@ -350,6 +352,7 @@ def mount_options(args: argparse.Namespace) -> tuple[MountOptions, Settings]:
         clear_new_on_read=bool(settings["clear_new_on_read"]),
         comic_names=bool(settings["comic_names"]),
         folder_icons=bool(settings["folder_icons"]),
+        desktop_thumbnails=not settings["no_thumbnails"],
     )
     return options, settings
 

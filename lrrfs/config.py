@@ -165,6 +165,7 @@ SETTINGS: dict[str, Setting] = {
     "clear_new_on_read": Setting(_flag, 'clear an archive\'s "new" flag when it is first read'),
     "comic_names": Setting(_flag, "name archive files .cbz, .cb7, .cbr, .cbt (comic books)"),
     "folder_icons": Setting(_flag, "a .directory in each archive folder (Dolphin's covers)"),
+    "no_thumbnails": Setting(_flag, "do not fill file managers' thumbnail cache"),
 }
 
 DEFAULTS: Settings = {
@@ -184,6 +185,7 @@ DEFAULTS: Settings = {
     "clear_new_on_read": False,
     "comic_names": False,
     "folder_icons": False,
+    "no_thumbnails": False,
 }
 
 # -o names users bring from other FUSE file systems and fstab, as lrrfs settings.

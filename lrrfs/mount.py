@@ -28,6 +28,7 @@ from .fs import LrrOperations, Ownership
 from .fs.calls import MAX_TASKS
 from .library import Library
 from .library.background import repeat
+from .library.desktop import start_desktop_thumbnails
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class MountOptions:
     clear_new_on_read: bool = False  # reading an archive clears its "new" flag
     comic_names: bool = False  # archive files named .cbz, .cb7, .cbr, .cbt
     folder_icons: bool = False  # a .directory in each archive folder: Dolphin's folder cover
+    desktop_thumbnails: bool = True  # file managers' thumbnail cache filled for listed folders
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -218,6 +220,17 @@ def _start_background(
     nursery.start_soon(repeat, write_status, status.INTERVAL, "status file", 0.0)
 
 
+def _start_desktop_thumbnails(
+    nursery: trio.Nursery, options: MountOptions, library: Library, ops: LrrOperations
+) -> None:
+    if not options.desktop_thumbnails:
+        return
+    thumbnails = start_desktop_thumbnails(library, options.mountpoint, ops.ownership.uid)
+    if thumbnails is not None:
+        ops.on_folder_listed = thumbnails.listed
+        nursery.start_soon(thumbnails.run)
+
+
 async def serve(options: MountOptions, ready: Ready) -> None:
     """Mount and serve until a signal or an external unmount."""
     # Signals are caught from the start: one that comes while mounting stops the mount
@@ -252,6 +265,7 @@ async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int
     try:
         async with trio.open_nursery() as nursery:
             ops.attach(nursery)
+            _start_desktop_thumbnails(nursery, options, library, ops)
             # pyfuse3.main and every call it is running: cancelled on the way down (their
             # callers get an error as the mount goes), so a hung server cannot hold it up.
             handlers = trio.CancelScope()

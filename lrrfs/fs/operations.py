@@ -15,7 +15,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
@@ -119,6 +119,8 @@ class LrrOperations(pyfuse3.Operations):
         library.on_thumbnail_change = self._thumbnail_changed
         library.on_page_ahead = self._page_ahead
         library.on_changes = self._library_changed
+        # An archive's folder was listed (desktop thumbnails are made for it): its arcid.
+        self.on_folder_listed: Callable[[str], None] = lambda arcid: None
         self._nursery: trio.Nursery | None = None
         self._forgetting = 0  # kernel updates for library changes still running
         self._forgotten = trio.Event()  # set while none runs
@@ -280,6 +282,7 @@ class LrrOperations(pyfuse3.Operations):
             names, nodes = self._root_entries()
         elif node.kind is Kind.ARCHIVE:
             names, nodes = await self._archive_entries(node.arcid)
+            self.on_folder_listed(node.arcid)
         elif node.kind is Kind.VIEW:
             names, nodes = await views.entries(self.library, node)
         else:
