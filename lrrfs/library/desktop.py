@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 REQUESTS = 2  # requests for pictures in flight: the listing and the readers come first
 QUEUED_FOLDERS = 8  # folders listed and waiting; older ones are dropped
+MAX_PAGES = 1000  # pages of a folder done at most (each may cost the server a job)
 COVER = 0  # the server's number for the cover; pages are 1, 2, ...
 DISK_KIND = "pagethumb"
 
@@ -87,8 +88,11 @@ class DesktopThumbnails:
         self._disk = trio.CapacityLimiter(1)  # one thread scales and writes
 
     def listed(self, arcid: str) -> None:
-        """An archive's folder was listed: queue it. Never waits."""
-        archive = self.library.get(arcid)
+        """An archive's folder was listed: queue it. Never waits, never fails."""
+        try:
+            archive = self.library.get(arcid)
+        except LrrError:  # gone meanwhile
+            return
         if self._done.get(arcid) == archive.name:
             return
         self._queue[arcid] = None
@@ -146,7 +150,9 @@ class DesktopThumbnails:
         def target(name: str, size: int) -> Target:
             return Target(file_uri(folder + b"/" + os.fsencode(name)), mtime, size)
 
-        targets = [(target(page.name, page.size), i + 1) for i, page in enumerate(pages)]
+        targets = [
+            (target(page.name, page.size), i + 1) for i, page in enumerate(pages[:MAX_PAGES])
+        ]
         cover = await library.thumbnail(arcid)
         if not library.thumbnail_is_placeholder(arcid):
             targets.append((target(THUMBNAIL_NAME, len(cover)), COVER))
@@ -186,12 +192,15 @@ class DesktopThumbnails:
     ) -> None:
         """The server's pictures of these pages, as they come: from the disk cache, else
         asked for all at once (the server queues a job for each it must make), then
-        waited for, each within the thumbnail wait."""
+        waited for, in order. Given up once no picture came for the thumbnail wait: the
+        server's jobs run a few at a time, so a long folder's last ones come late."""
         library, client, arcid = self.library, self.library.client, archive.arcid
         keys = {page: f"{archive.cache_key}/{page}" for page in pages}
-        jobs: dict[int, tuple[int, float]] = {}  # page -> (job, when to give up)
+        jobs: dict[int, int] = {}  # page -> the server's job making its picture
+        last_picture = [trio.current_time()]
 
         async def got(page: int, data: bytes) -> None:
+            last_picture[0] = trio.current_time()
             if library.disk is not None:
                 library.disk.put_later(DISK_KIND, keys[page], data)
             await send.send((page, data))
@@ -202,16 +211,18 @@ class DesktopThumbnails:
             if isinstance(answer, bytes):
                 await got(page, answer)
             else:
-                jobs[page] = (answer, trio.current_time() + client.thumbnail_wait)
+                jobs[page] = answer
 
         async def wait(page: int) -> None:
-            job, give_up = jobs[page]
-            with trio.move_on_at(give_up):
-                async with self._requests:
-                    await client.wait_for_job(job, f"thumbnail of page {page} of {arcid}")
-                    answer = await client.page_thumbnail(arcid, page)
-                if isinstance(answer, bytes):
-                    await got(page, answer)
+            what = f"thumbnail of page {page} of {arcid}"
+            while trio.current_time() < last_picture[0] + client.thumbnail_wait:
+                with trio.move_on_at(last_picture[0] + client.thumbnail_wait):
+                    async with self._requests:
+                        await client.wait_for_job(jobs[page], what)
+                        answer = await client.page_thumbnail(arcid, page)
+                    if isinstance(answer, bytes):
+                        await got(page, answer)
+                    return
 
         async with send:
             cached = await self._cached(list(keys.values()))
@@ -219,6 +230,7 @@ class DesktopThumbnails:
                 if data is not None:
                     await send.send((page, data))
             asking = [page for page, data in zip(pages, cached, strict=True) if data is None]
+            last_picture[0] = trio.current_time()  # the server has its jobs from now on
             for step, todo in ((ask, asking), (wait, jobs)):
                 async with trio.open_nursery() as nursery:
                     for page in list(todo):
