@@ -84,7 +84,6 @@ class DesktopThumbnails:
         self._queue: OrderedDict[str, None] = OrderedDict()
         self._queued = trio.Event()
         self._done: dict[str, str] = {}  # arcid -> the folder name it was done under
-        self._requests = trio.CapacityLimiter(REQUESTS)
         self._disk = trio.CapacityLimiter(1)  # one thread scales and writes
 
     def listed(self, arcid: str) -> None:
@@ -206,8 +205,7 @@ class DesktopThumbnails:
             await send.send((page, data))
 
         async def ask(page: int) -> None:
-            async with self._requests:
-                answer = await client.page_thumbnail(arcid, page)
+            answer = await client.page_thumbnail(arcid, page)
             if isinstance(answer, bytes):
                 await got(page, answer)
             else:
@@ -217,9 +215,8 @@ class DesktopThumbnails:
             what = f"thumbnail of page {page} of {arcid}"
             while trio.current_time() < last_picture[0] + client.thumbnail_wait:
                 with trio.move_on_at(last_picture[0] + client.thumbnail_wait):
-                    async with self._requests:
-                        await client.wait_for_job(jobs[page], what)
-                        answer = await client.page_thumbnail(arcid, page)
+                    await client.wait_for_job(jobs[page], what)
+                    answer = await client.page_thumbnail(arcid, page)
                     if isinstance(answer, bytes):
                         await got(page, answer)
                     return
@@ -231,10 +228,8 @@ class DesktopThumbnails:
                     await send.send((page, data))
             asking = [page for page, data in zip(pages, cached, strict=True) if data is None]
             last_picture[0] = trio.current_time()  # the server has its jobs from now on
-            for step, todo in ((ask, asking), (wait, jobs)):
-                async with trio.open_nursery() as nursery:
-                    for page in list(todo):
-                        nursery.start_soon(self._one_page, step, page)
+            await in_order(ask, asking)
+            await in_order(wait, sorted(jobs))
 
     async def _cached(self, keys: list[str]) -> list[bytes | None]:
         disk = self.library.disk
@@ -242,9 +237,19 @@ class DesktopThumbnails:
             return [None] * len(keys)
         return await disk.read_many(DISK_KIND, keys, self.library.client.timeout)
 
-    @staticmethod
-    async def _one_page(step: Callable[[int], Awaitable[None]], page: int) -> None:
-        try:
-            await step(page)
-        except LrrError as exc:  # that page is left to the file manager
-            log.debug("desktop thumbnails: page %d: %s", page, exc)
+
+async def in_order(step: Callable[[int], Awaitable[None]], pages: list[int]) -> None:
+    """`step` for each page, first pages first (the server runs its jobs in the order
+    asked, and file managers draw from the top), REQUESTS at a time."""
+    todo = iter(pages)
+
+    async def worker() -> None:
+        for page in todo:
+            try:
+                await step(page)
+            except LrrError as exc:  # that page is left to the file manager
+                log.debug("desktop thumbnails: page %d: %s", page, exc)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(REQUESTS):
+            nursery.start_soon(worker)
