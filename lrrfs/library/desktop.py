@@ -26,9 +26,9 @@ from pathlib import Path
 import trio
 
 from ..client import LrrError
+from . import THUMBNAIL_NAME, Archive, Library
 from .background import quietly
 from .freedesktop import Target, ThumbnailFolder, file_uri
-from .library import THUMBNAIL_NAME, Archive, Library
 
 log = logging.getLogger(__name__)
 
