@@ -1,12 +1,9 @@
 """The FUSE adapter: inodes and handlers over the library model.
 
 Handlers stay small: they map names to nodes, ask the library, and turn
-answers into attributes and bytes. Errors are mapped in `errors.py`.
-
-Only `metadata.json` and editors' scratch files can be written, and only when
-the mount can save (an API key, not read-only). A save happens when the
-written text is complete: on flush, fsync or close of a written file, or when
-a file is renamed onto metadata.json.
+answers into attributes and bytes. Errors are mapped in `errors.py`. The
+shared state and node helpers are in `base.py`, writes and renames in
+`editing.py`; this layer looks up, lists, opens and reads, and follows the server.
 """
 
 from __future__ import annotations
@@ -14,86 +11,36 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import stat
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from itertools import count
-from typing import Any
+from collections.abc import Callable
 
 import pyfuse3
 import trio
 
-from .. import notify
-from ..client import LrrError, NotFound
-from ..client.errors import printable
-from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Changes, Library
-from ..library.background import FAILURES, start_quietly
-from ..library.editing import EditError
+from ..client import NotFound
+from ..library import METADATA_NAME, THUMBNAIL_NAME, Changes, Library
 from . import invalidate, views
-from .calls import CallLimits, bounded
-from .errors import errno_for, fuse_errors
-from .inodes import ROOT, VIEW_KINDS, InodeTable, Kind, Node
-from .pagecache import KernelPageCache
-from .readers import Readers
-from .scratch import ScratchFile, ScratchFiles
+from .base import (
+    BLOCK_SIZE,
+    FOLDER_ICON,
+    FOLDER_ICON_NAME,
+    WRITE_FLAGS,
+    DirHandle,
+    FileHandle,
+    Ownership,
+    Timeouts,
+    parent_folder,
+)
+from .calls import bounded
+from .editing import EditingOperations
+from .errors import fuse_errors
+from .inodes import ROOT, Kind, Node
+from .scratch import ScratchFile
 
 log = logging.getLogger(__name__)
 
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
-BLOCK_SIZE = 128 * 1024
-# st_blksize of the archive file: `cat` and `cp` read this much at once
-ARCHIVE_BLOCK_SIZE = 1 << 20
-UNPIN_GRACE = 1.0  # seconds
-FOLDER_ICON_NAME = ".directory"
-# Dolphin (KDE) reads a folder's icon from it; "./" is the folder itself.
-FOLDER_ICON = f"[Desktop Entry]\nIcon=./{THUMBNAIL_NAME}\n".encode()
-FORMER_NAME = 1  # number of an archive folder's node under its former name: an inode of its own
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
 
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """How long the kernel may trust what it was told (seconds)."""
-
-    entry: float = 60.0  # names and attributes of things that do not change
-    changing: float = 1.0  # placeholder thumbnails
-    editable: float = 0.0  # metadata.json and scratch files: their size changes under writes
-    view: float = 1.0  # view folders and links: their content follows the server
-
-
-@dataclass(frozen=True, slots=True)
-class Ownership:
-    """Who the files belong to and which mode bits are masked (like sshfs's uid/gid/umask)."""
-
-    uid: int = os.getuid()
-    gid: int = os.getgid()
-    umask: int = 0o022
-
-    def mode(self, mode: int) -> int:
-        return mode & ~self.umask
-
-
-@dataclass(slots=True)
-class DirHandle:
-    names: list[str]
-    nodes: list[Node]
-
-
-@dataclass(slots=True)
-class FileHandle:
-    node: Node
-    snapshot: bytes | None = None  # thumbnail, or a page once read: what this open reads
-    reader: ArchiveReader | None = None
-    wrote: bool = False  # metadata.json written through this handle since its last save
-    failed: int = 0  # errno of a refused write: the text is incomplete, so no save
-    pinned: bool = False  # an open scratch file: the folder keeps its name meanwhile
-
-
-class LrrOperations(pyfuse3.Operations):
+class LrrOperations(EditingOperations):
     """A LANraragi library as a folder tree."""
-
-    enable_writeback_cache = False
 
     def __init__(
         self,
@@ -103,151 +50,12 @@ class LrrOperations(pyfuse3.Operations):
         ownership: Ownership | None = None,
         folder_icons: bool = False,
     ) -> None:
-        super().__init__()
-        self.library = library
-        self.folder_icons = folder_icons  # a `.directory` in each archive folder
-        self.calls = CallLimits(library.client.timeout)
-        self.timeouts = timeouts or Timeouts()
-        self.ownership = ownership or Ownership()
-        self.inodes = InodeTable()
-        self.scratch = ScratchFiles()
-        self._readers = Readers()  # a person reading, or a program in bulk
-        self._generations: dict[str, int] = {}  # arcid -> metadata.json's generation
-        self._handles = count(1)
-        self._dirs: dict[int, DirHandle] = {}
-        self._files: dict[int, FileHandle] = {}
+        super().__init__(library, timeouts=timeouts, ownership=ownership, folder_icons=folder_icons)
         library.on_thumbnail_change = self._thumbnail_changed
         library.on_page_ahead = self._page_ahead
         library.on_changes = self._library_changed
         # An archive's folder was listed (desktop thumbnails are made for it): its arcid.
         self.on_folder_listed: Callable[[str], None] = lambda arcid: None
-        self._nursery: trio.Nursery | None = None
-        self._forgetting = 0  # kernel updates for library changes still running
-        self._forgotten = trio.Event()  # set while none runs
-        self._kernel_cache: KernelPageCache | None = None
-
-    def attach(self, nursery: trio.Nursery) -> None:
-        """Give the adapter a nursery for background work (invalidations, progress, prefetch)."""
-        self._nursery = nursery
-        self._kernel_cache = KernelPageCache()
-        self.library.attach(nursery)
-
-    def detach(self) -> None:
-        """The mount is going: no more stores into the kernel's cache."""
-        if self._kernel_cache is not None:
-            self._kernel_cache.close()
-            self._kernel_cache = None
-
-    # -- nodes and attributes ---------------------------------------------------
-
-    def _node(self, inode: int) -> Node:
-        node = self.inodes.node(inode)
-        if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return node
-
-    def _metadata_node(self, arcid: str) -> Node:
-        return Node(Kind.METADATA, arcid, self._generations.get(arcid, 0))
-
-    def _new_metadata_node(self, arcid: str) -> Node:
-        """metadata.json gets a new inode: the old one was renamed away or deleted."""
-        self._generations[arcid] = self._generations.get(arcid, 0) + 1
-        return self._metadata_node(arcid)
-
-    def _archive_folder(self, inode: int) -> str:
-        """The arcid of an archive folder, for operations that change its content."""
-        node = self._node(inode)
-        if node.kind is not Kind.ARCHIVE:
-            raise pyfuse3.FUSEError(errno.EACCES)
-        self.library.get(node.arcid)
-        return node.arcid
-
-    async def _child(self, parent: Node, name: str, pid: int = 0) -> Node | None:
-        """The node `name` in `parent`; `pid`: the program asking (see `find_former`)."""
-        if parent.kind is Kind.ROOT:
-            if name in self.library.view_names:
-                return views.view_node(name)
-            archive = self.library.find(name)
-            if archive is not None:
-                return Node(Kind.ARCHIVE, archive.arcid)
-            former = self.library.find_former(name, pid)  # listed no more, but still found
-            return None if former is None else Node(Kind.ARCHIVE, former.arcid, FORMER_NAME)
-        if parent.kind is Kind.VIEW:
-            return await views.child(self.library, parent, name)
-        if parent.kind is not Kind.ARCHIVE:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        arcid = parent.arcid
-        self.library.get(arcid)
-        if name == METADATA_NAME:
-            return self._metadata_node(arcid)
-        if name == THUMBNAIL_NAME:
-            return Node(Kind.THUMBNAIL, arcid)
-        if name == FOLDER_ICON_NAME and self.folder_icons:
-            return Node(Kind.FOLDER_ICON, arcid)
-        scratch = self.scratch.find(arcid, name)
-        if scratch is not None:
-            return Node(Kind.SCRATCH, arcid, scratch.number)
-        found = await self.library.find_page(arcid, name)
-        if found is not None:
-            return Node(Kind.PAGE, arcid, found[0])
-        if name == (await self.library.archive_file(arcid)).name:
-            return Node(Kind.ARCHIVE_FILE, arcid)
-        return None
-
-    async def _size_of(self, node: Node) -> tuple[int, float]:
-        """The node's exact size, and how long the kernel may trust it."""
-        library, timeouts = self.library, self.timeouts
-        if node.kind is Kind.PAGE:
-            return (await library.pages(node.arcid))[node.number].size, timeouts.entry
-        if node.kind is Kind.THUMBNAIL:
-            data = await library.thumbnail(node.arcid)
-            placeholder = library.thumbnail_is_placeholder(node.arcid)
-            return len(data), timeouts.changing if placeholder else timeouts.entry
-        if node.kind is Kind.ARCHIVE_FILE:
-            return (await library.archive_file(node.arcid)).size, timeouts.entry
-        if node.kind is Kind.METADATA:
-            return len(library.get(node.arcid).metadata_json), timeouts.editable
-        if node.kind is Kind.SCRATCH:
-            return len(self.scratch.get(node.number).data), timeouts.editable
-        if node.kind is Kind.VIEW_LINK:
-            return len(views.link_target(library, node)), timeouts.view
-        if node.kind is Kind.FOLDER_ICON:
-            return len(FOLDER_ICON), timeouts.entry
-        return 0, timeouts.entry
-
-    def _mode(self, node: Node) -> int:
-        writable = self.library.editable
-        if node.kind is Kind.VIEW:
-            return stat.S_IFDIR | 0o555  # nothing can be made in a view
-        if node.kind is Kind.VIEW_LINK:
-            return stat.S_IFLNK | 0o777
-        if node.is_dir:
-            return stat.S_IFDIR | (0o755 if writable else 0o555)
-        if node.kind is Kind.SCRATCH:
-            return stat.S_IFREG | self.scratch.get(node.number).mode
-        if node.kind is Kind.METADATA and writable:
-            return stat.S_IFREG | 0o644
-        return stat.S_IFREG | 0o444
-
-    async def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = self.inodes.inode(node)
-        mtime_ns = self.library.mtime(node.arcid) * 1_000_000_000
-        timeout = self.timeouts.view if node.kind in VIEW_KINDS else self.timeouts.entry
-        attr.st_nlink = 2 if node.is_dir else 1
-        if not node.is_dir:
-            attr.st_size, timeout = await self._size_of(node)
-            attr.st_blocks = (attr.st_size + 511) // 512
-        if node.kind is Kind.SCRATCH:
-            mtime_ns = self.scratch.get(node.number).mtime_ns
-        attr.st_mode = self.ownership.mode(self._mode(node))
-        attr.entry_timeout = attr.attr_timeout = timeout
-        if node.kind is Kind.ARCHIVE and node.number == FORMER_NAME:
-            attr.entry_timeout = 0  # looked up each time: it is there for its writers only
-        attr.st_uid, attr.st_gid = self.ownership.uid, self.ownership.gid
-        attr.st_blksize = ARCHIVE_BLOCK_SIZE if node.kind is Kind.ARCHIVE_FILE else BLOCK_SIZE
-        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime_ns
-        return attr
 
     # -- lookups and listings ------------------------------------------------------
 
@@ -289,7 +97,7 @@ class LrrOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         handle = next(self._handles)
         # `ls -a`, `find` and backup tools expect the folder and its parent listed first.
-        self._dirs[handle] = DirHandle([".", "..", *names], [node, _parent(node), *nodes])
+        self._dirs[handle] = DirHandle([".", "..", *names], [node, parent_folder(node), *nodes])
         return handle
 
     def _root_entries(self) -> tuple[list[str], list[Node]]:
@@ -408,19 +216,6 @@ class LrrOperations(pyfuse3.Operations):
             handle, keep_cache, pin=node.kind is Kind.SCRATCH, direct_io=direct_io
         )
 
-    def _file_info(
-        self, handle: FileHandle, keep_cache: bool, pin: bool = False, direct_io: bool = False
-    ) -> pyfuse3.FileInfo:
-        """Register an open file. An editor's open scratch file (vim's swap file) pins
-        the folder's name, so that the paths the editor holds keep working."""
-        fh = next(self._handles)
-        self._files[fh] = handle
-        if pin:
-            handle.pinned = True
-            self.library.pin(handle.node.arcid)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache, direct_io=direct_io)
-
-    # pyfuse3 replies with any contiguous buffer (PyObject_GetBuffer in fuse_read_async);
     # its stubs say bytes, and a page's slice is a memoryview, not a copy.
     @fuse_errors
     async def read(  # type: ignore[override]
@@ -465,122 +260,6 @@ class LrrOperations(pyfuse3.Operations):
         data.f_namemax = 255
         return data
 
-    # -- writing ------------------------------------------------------------------
-
-    def _check_writable(self, node: Node) -> None:
-        if node.kind is Kind.SCRATCH:
-            return
-        if node.kind is not Kind.METADATA:
-            raise pyfuse3.FUSEError(errno.EACCES)
-        if not self.library.editable:
-            archive = self.library.get(node.arcid)
-            reason = (
-                "the mount is read-only"
-                if self.library.read_only
-                else ("saving needs the server's API key (--api-key-file or LRR_API_KEY)")
-            )
-            log.warning("%s/metadata.json cannot be written: %s", archive.name, reason)
-            raise pyfuse3.FUSEError(errno.EACCES)
-
-    def _truncate(self, node: Node, size: int) -> None:
-        if node.kind is Kind.SCRATCH:
-            self.scratch.truncate(self.scratch.get(node.number), size)
-            return
-        archive = self.library.get(node.arcid)
-        try:
-            archive.document.truncate(archive.meta, size)
-        except EditError as exc:
-            raise pyfuse3.FUSEError(errno_for(exc)) from None
-
-    @fuse_errors
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle = self._files[fh]
-        node = handle.node
-        self._check_writable(node)
-        if node.kind is Kind.SCRATCH:
-            self.scratch.write(self.scratch.get(node.number), off, buf)
-            return len(buf)
-        archive = self.library.get(node.arcid)
-        try:
-            archive.document.write(archive.meta, off, buf)
-        except EditError as exc:
-            log.error("saving metadata.json of %r failed: %s", archive.meta.title, exc)
-            handle.failed = errno_for(exc)
-            raise pyfuse3.FUSEError(handle.failed) from None
-        handle.wrote = True
-        return len(buf)
-
-    @fuse_errors
-    @bounded
-    async def create(
-        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
-    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        arcid = self._archive_folder(parent_inode)
-        text = name.decode("utf-8", "surrogateescape")
-        existing = await self._child(self._node(parent_inode), text)
-        if existing is not None:
-            if flags & os.O_EXCL:
-                raise pyfuse3.FUSEError(errno.EEXIST)
-            info = await self.open(self.inodes.inode(existing), flags, ctx)
-            return info, await self._attributes(existing)
-        if not self.library.editable:
-            raise pyfuse3.FUSEError(errno.EACCES)
-        self.library.note_writer(arcid, ctx.pid)
-        scratch = self.scratch.create(arcid, text, mode)
-        node = Node(Kind.SCRATCH, arcid, scratch.number)
-        info = self._file_info(FileHandle(node), keep_cache=False, pin=True)
-        return info, await self._attributes(node)
-
-    @fuse_errors
-    @bounded
-    async def setattr(
-        self,
-        inode: int,
-        attr: pyfuse3.EntryAttributes,
-        fields: pyfuse3.SetattrFields,
-        fh: int | None,
-        ctx: pyfuse3.RequestContext,
-    ) -> pyfuse3.EntryAttributes:
-        node = self._node(inode)
-        if fields.update_size:
-            self._check_writable(node)
-            self._truncate(node, attr.st_size)
-            if fh is not None and fh in self._files:
-                self._files[fh].wrote = True
-            elif node.kind is Kind.METADATA:
-                await self._save(node.arcid)  # `truncate FILE`: no handle, no later close
-        if fields.update_mode and node.kind is Kind.SCRATCH:
-            self.scratch.get(node.number).mode = stat.S_IMODE(attr.st_mode) & 0o666
-        # Owner, times and other modes: accepted and ignored (editors copy them over).
-        return await self._attributes(node)
-
-    def _finished_text(self, handle: FileHandle) -> bool:
-        """Whether metadata.json written through `handle` holds text ready to save.
-
-        An empty text is an unfinished save: `echo > f` flushes before it writes,
-        `truncate -s 0 f` comes before the write that fills it.
-        """
-        if handle.failed:
-            raise pyfuse3.FUSEError(handle.failed)
-        if not handle.wrote or handle.node.kind is not Kind.METADATA:
-            return False
-        archive = self.library.get(handle.node.arcid)
-        return archive.document.dirty and bool(archive.metadata_json.strip())
-
-    @fuse_errors
-    async def flush(self, fh: int) -> None:
-        handle = self._files.get(fh)
-        if handle is not None and self._finished_text(handle):
-            await self._save_from(handle)
-
-    @fuse_errors
-    async def fsync(self, fh: int, datasync: bool) -> None:
-        handle = self._files.get(fh)
-        if handle is not None and handle.failed:
-            raise pyfuse3.FUSEError(handle.failed)
-        if handle is not None and handle.wrote and handle.node.kind is Kind.METADATA:
-            await self._save_from(handle)  # an empty text fails here: fsync asks for it saved
-
     @fuse_errors
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
@@ -595,180 +274,7 @@ class LrrOperations(pyfuse3.Operations):
             if handle.pinned:
                 self._background(self._unpin_soon(handle.node.arcid))
 
-    async def _unpin_soon(self, arcid: str) -> None:
-        """Let the folder take its new name a moment after the editor's last scratch file
-        closed: the kernel reports the close late, and vim deletes its swap file by path
-        right after closing it."""
-        await trio.sleep(UNPIN_GRACE)
-        self.library.unpin(arcid)
-
-    async def _save_from(self, handle: FileHandle) -> None:
-        handle.wrote = False
-        await self._save(handle.node.arcid)
-
-    async def _save(self, arcid: str) -> None:
-        """Save metadata.json's text to the server; log why not, and fail the call."""
-        archive = self.library.get(arcid)
-        title = archive.meta.title
-        try:
-            with self.calls.bounded("saving metadata.json"):  # flush, fsync, release: only here
-                await self.library.save_metadata(arcid)
-        except (EditError, LrrError) as exc:
-            raise self._refused(f"saving metadata.json of {title!r}", exc) from None
-        log.info("saved metadata.json of %r", title)
-        self._forget_metadata(arcid)
-
-    def _refused(self, what: str, exc: EditError | LrrError) -> pyfuse3.FUSEError:
-        """A change the user made failed: the errno to raise. Editors word it vaguely, so
-        beyond the log line, `lrrfs status` lists it and the desktop shows it."""
-        log.error("%s failed: %s", what, exc)
-        FAILURES.record(what, str(exc))
-        self._background(notify.desktop(f"lrrfs: {what} failed", printable(str(exc), 300)))
-        return pyfuse3.FUSEError(errno_for(exc))
-
-    def _forget_metadata(self, arcid: str) -> None:
-        """metadata.json shows new text: the kernel's idea of its size must go."""
-        inode = self.inodes.known(self._metadata_node(arcid))
-        if inode is not None:
-            self._background(invalidate.forget_attributes(inode))
-
-    # -- names --------------------------------------------------------------------
-
-    @fuse_errors
-    @bounded
-    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        arcid = self._archive_folder(parent_inode)
-        text = name.decode("utf-8", "surrogateescape")
-        scratch = self.scratch.find(arcid, text)
-        if scratch is not None:
-            self.scratch.remove(scratch)
-        elif text == METADATA_NAME and self.library.editable:
-            # Reverting: the draft is dropped and metadata.json shows the server's version.
-            archive = self.library.get(arcid)
-            if archive.document.has_draft:
-                log.info("%s/metadata.json: unsaved text discarded", archive.name)
-            self._new_metadata_node(arcid)
-            await self.library.revert_metadata(arcid)
-        else:
-            raise pyfuse3.FUSEError(errno.EACCES)
-
-    @fuse_errors
-    @bounded
-    async def rename(
-        self,
-        parent_inode_old: int,
-        name_old: bytes,
-        parent_inode_new: int,
-        name_new: bytes,
-        flags: int,
-        ctx: pyfuse3.RequestContext,
-    ) -> None:
-        if flags & RENAME_EXCHANGE:
-            raise pyfuse3.FUSEError(errno.EINVAL)
-        old = name_old.decode("utf-8", "surrogateescape")
-        new = name_new.decode("utf-8", "surrogateescape")
-        if parent_inode_old == parent_inode_new == pyfuse3.ROOT_INODE:
-            await self._retitle(old, new)
-            return
-        arcid = self._archive_folder(parent_inode_old)
-        if self._archive_folder(parent_inode_new) != arcid:
-            raise pyfuse3.FUSEError(errno.EXDEV)
-        if not self.library.editable:
-            raise pyfuse3.FUSEError(errno.EACCES)
-        target = await self._child(self._node(parent_inode_new), new)
-        if target is not None and flags & RENAME_NOREPLACE:
-            raise pyfuse3.FUSEError(errno.EEXIST)
-        source = await self._child(self._node(parent_inode_old), old)
-        if source is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        if target is not None and target.kind not in (Kind.SCRATCH, Kind.METADATA):
-            raise pyfuse3.FUSEError(errno.EACCES)
-        if source.kind is Kind.SCRATCH and new == METADATA_NAME:
-            await self._save_renamed(source)
-        elif source.kind is Kind.SCRATCH:
-            self.scratch.rename(self.scratch.get(source.number), new)
-        elif source.kind is Kind.METADATA:
-            self._rename_metadata_away(source, new)
-        else:
-            raise pyfuse3.FUSEError(errno.EACCES)
-
-    async def _save_renamed(self, source: Node) -> None:
-        """A file renamed onto metadata.json (sed -i, gedit, os.replace): a save."""
-        scratch = self.scratch.get(source.number)
-        archive = self.library.get(source.arcid)
-        try:
-            archive.document.replace(archive.meta, bytes(scratch.data))
-        except EditError as exc:
-            raise pyfuse3.FUSEError(errno_for(exc)) from None
-        await self._save(source.arcid)  # on failure the text stays as metadata.json's draft
-        self.scratch.remove(scratch)
-        self.inodes.rebind(self.inodes.inode(source), self._new_metadata_node(source.arcid))
-
-    def _rename_metadata_away(self, source: Node, new: str) -> None:
-        """metadata.json renamed (vim's backup): its inode becomes a scratch file with its
-        text; a fresh metadata.json takes its place. Nothing changes on the server."""
-        archive = self.library.get(source.arcid)
-        existing = self.scratch.find(source.arcid, new)
-        if existing is not None:
-            self.scratch.remove(existing)
-        scratch = self.scratch.create(source.arcid, new, 0o644, archive.metadata_json)
-        self.inodes.rebind(
-            self.inodes.inode(source), Node(Kind.SCRATCH, source.arcid, scratch.number)
-        )
-        self._new_metadata_node(source.arcid)
-
-    async def _retitle(self, old: str, new: str) -> None:
-        """`mv "Old Title" "New Title"` at the root sets the archive's title."""
-        if old in self.library.view_names:
-            raise pyfuse3.FUSEError(errno.EACCES)
-        if self.library.is_reserved(new):
-            # EACCES, not EINVAL: mv retries an EINVAL (and words it "a subdirectory of itself")
-            log.warning("renaming %r to %r: names starting with @ are the views'", old, new)
-            raise pyfuse3.FUSEError(errno.EACCES)
-        archive = self.library.find(old)
-        if archive is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        if self.library.find(new) is not None:
-            raise pyfuse3.FUSEError(errno.EEXIST)
-        try:
-            await self.library.set_title(archive.arcid, new)
-        except (EditError, LrrError) as exc:
-            raise self._refused(f"renaming {archive.meta.title!r} to {new!r}", exc) from None
-        log.info("retitled %r as %r", old, new)
-        self._forget_metadata(archive.arcid)
-
-    @fuse_errors
-    async def mkdir(
-        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EACCES)
-
-    @fuse_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        raise pyfuse3.FUSEError(errno.EACCES)
-
-    @fuse_errors
-    async def symlink(
-        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EACCES)
-
-    @fuse_errors
-    async def link(
-        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EACCES)
-
-    @fuse_errors
-    async def mknod(
-        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EACCES)
-
     # -- following the server ------------------------------------------------------
-
-    def _background(self, job: Coroutine[Any, Any, object]) -> None:
-        start_quietly(self._nursery, job, "background kernel update")
 
     def _library_changed(self, changes: Changes) -> None:
         """Folders came, went or moved: the kernel must forget the old names before a
@@ -816,13 +322,6 @@ class LrrOperations(pyfuse3.Operations):
         inode = self.inodes.known(Node(Kind.THUMBNAIL, arcid))
         if inode is not None:
             self._background(invalidate.forget_attributes(inode))
-
-
-def _parent(node: Node) -> Node:
-    """The folder holding a folder node (the top holds itself)."""
-    if node.kind is Kind.VIEW and "/" in node.view:
-        return views.view_node(node.view.rsplit("/", 1)[0])
-    return ROOT
 
 
 __all__ = ["LrrOperations", "Ownership", "ScratchFile", "Timeouts"]

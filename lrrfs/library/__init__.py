@@ -1,13 +1,7 @@
 """The library model: archives, names and caches; neither HTTP details nor FUSE."""
 
-from .library import (
-    METADATA_NAME,
-    THUMBNAIL_NAME,
-    Archive,
-    ArchiveFile,
-    Changes,
-    Library,
-)
+from .archive import METADATA_NAME, THUMBNAIL_NAME, Archive, ArchiveFile, Changes
+from .library import Library
 from .pagestore import Page
 from .reader import ArchiveReader
 
