@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 # fuse3 + libfuse3-dev + pkg-config + gcc + Python headers build pyfuse3; rsync, vim and
 # nano are programs the tests drive through the mount; systemd gives systemd-analyze (the
-# units are verified) and mount gives mount(8) (the fstab test mounts through mount.fuse3).
+# units are verified) and mount gives mount(8) (the fstab test mounts through mount.fuse3);
+# libglib2.0-bin gives gio, the copy program of GNOME's file managers (tests copy with it).
 DEBIAN_PACKAGES = ["fuse3", "libfuse3-dev", "pkg-config", "gcc", "python3-dev", "python3-venv",
-                   "rsync", "vim", "nano", "systemd", "mount"]  # fmt: skip
+                   "rsync", "vim", "nano", "systemd", "mount", "libglib2.0-bin"]  # fmt: skip
 
 
 def missing_packages() -> list[str]:

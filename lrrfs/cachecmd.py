@@ -2,7 +2,9 @@
 
 Warming fetches the pages and thumbnails of the archives named into the same disk cache the
 mounts of that server use, so that reading them later (on a train, with the NAS asleep) costs
-no request. It is not reading: it sends no reading progress.
+no request. It is not reading: it sends no reading progress. With `--archives` it fetches the
+archive files too, block by block, as a mount's reads would store them (a backup or a comic
+reader opening the file then reads the disk).
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ def matching(library: Library, patterns: list[str]) -> list[Archive]:
     return chosen
 
 
-async def _warm(options: MountOptions, patterns: list[str], out: TextIO) -> int:
+ARCHIVE_STEP = 8 << 20  # bytes of the archive file asked for at a time
+QUEUE_ROOM = 24 << 20  # wait for the disk when the write queue has less room than this
+
+
+async def _warm(options: MountOptions, patterns: list[str], out: TextIO, archives: bool) -> int:
     client, library = await connect(options, doing="reach")
     try:
         if library.disk is None:
@@ -45,6 +51,8 @@ async def _warm(options: MountOptions, patterns: list[str], out: TextIO) -> int:
             return 1
         for archive in chosen:
             await _warm_one(library, archive, out)
+            if archives:
+                await _warm_archive_file(library, archive, out)
         return 0
     finally:
         if library.disk is not None:
@@ -65,9 +73,31 @@ async def _warm_one(library: Library, archive: Archive, out: TextIO) -> None:
     out.write(f"\r{archive.name}: {len(pages)} pages cached\n")
 
 
-def warm(options: MountOptions, patterns: list[str], out: TextIO = sys.stderr) -> int:
+async def _warm_archive_file(library: Library, archive: Archive, out: TextIO) -> None:
+    """Read the whole archive file through a reader, so that its blocks are stored; wait
+    for the disk whenever the write queue fills (a full queue drops blocks)."""
+    disk = library.archive_files
+    assert disk is not None
+    reader = await library.open_archive(archive.arcid)
     try:
-        return trio.run(_warm, options, patterns, out)
+        offset = 0
+        while offset < reader.size:
+            offset += len(await reader.read(offset, ARCHIVE_STEP))
+            if disk.room() < QUEUE_ROOM:
+                await trio.to_thread.run_sync(disk.drain, library.client.timeout)
+            out.write(f"\r{archive.name}: {offset >> 20}/{reader.size >> 20} MiB of the archive")
+            out.flush()
+    finally:
+        await reader.aclose()
+    await trio.to_thread.run_sync(disk.drain, library.client.timeout)
+    out.write(f"\r{archive.name}: archive file cached ({reader.size / (1 << 20):.1f} MiB)\n")
+
+
+def warm(
+    options: MountOptions, patterns: list[str], out: TextIO = sys.stderr, archives: bool = False
+) -> int:
+    try:
+        return trio.run(_warm, options, patterns, out, archives)
     except (MountError, LrrError) as exc:
         print(f"lrrfs: {exc}", file=out)
         return 1

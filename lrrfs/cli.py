@@ -127,9 +127,9 @@ mount options, comma-separated, as in fstab (command-line flags and -o win over 
 config file): api_key_file=FILE, refresh_interval=S, timeout=S, cache_size=SIZE (disk),
 memory_cache=SIZE, cache_dir=DIR, thumbnail_wait=S, ro (read_only), uid=N|NAME,
 gid=N|NAME, umask=OCTAL, allow_other, log_file=FILE, verbose (debug), debug_fuse,
-no_views, no_progress, clear_new_on_read, comic_names, folder_icons, no_thumbnails,
-config=FILE; nosuid, nodev, noexec go to the kernel; rw, _netdev, nofail, noauto, user,
-x-* and other fstab words are ignored"""
+no_views, no_progress, clear_new_on_read, comic_names, folder_icons, allow_delete,
+no_thumbnails, config=FILE; nosuid, nodev, noexec go to the kernel; rw, _netdev,
+nofail, noauto, user, x-* and other fstab words are ignored"""
 
 
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
@@ -228,6 +228,7 @@ def add_browsing_arguments(parser: argparse.ArgumentParser) -> None:
          "tar .cbt): readers such as evince open them by that name"),
         ("--folder-icons", "a .directory file in each archive folder: Dolphin shows the cover "
          "as the folder's icon"),
+        ("--allow-delete", "rm -r of an archive's folder deletes the archive on the server"),
         ("--no-thumbnails", "do not put thumbnails of listed folders' pages (made from the "
          "server's small pictures) in the file managers' thumbnail cache"),
     ):  # fmt: skip
@@ -260,7 +261,8 @@ FLAG_SETTINGS = ("api_key_file", "refresh_interval", "timeout", "cache_size", "m
                  "cache_dir", "thumbnail_wait",
                  "read_only", "uid", "gid", "umask", "allow_other", "log_file", "verbose",
                  "debug_fuse", "insecure", "no_views", "no_progress",
-                 "clear_new_on_read", "comic_names", "folder_icons", "no_thumbnails")  # fmt: skip
+                 "clear_new_on_read", "comic_names", "folder_icons", "allow_delete",
+                 "no_thumbnails")  # fmt: skip
 
 
 def mount_settings(args: argparse.Namespace) -> tuple[Settings, frozenset[str]]:
@@ -352,6 +354,7 @@ def mount_options(args: argparse.Namespace) -> tuple[MountOptions, Settings]:
         clear_new_on_read=bool(settings["clear_new_on_read"]),
         comic_names=bool(settings["comic_names"]),
         folder_icons=bool(settings["folder_icons"]),
+        allow_delete=bool(settings["allow_delete"]),
         desktop_thumbnails=not settings["no_thumbnails"],
     )
     return options, settings
@@ -404,12 +407,13 @@ def cache_settings(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def cmd_cache_warm(args: argparse.Namespace) -> int:
-    """Fetch the pages and thumbnails of the archives named into the disk cache."""
+    """Fetch the pages and thumbnails of the archives named into the disk cache (with
+    --archives, their archive files too)."""
     from .cachecmd import warm
 
     setup_logging(False, None)
     options, _ = mount_options(cache_settings(args))
-    return warm(options, args.patterns)
+    return warm(options, args.patterns, archives=args.archives)
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
@@ -434,6 +438,11 @@ def add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     warm.add_argument("source", metavar="URL|PROFILE", help="the server, or a profile")
     warm.add_argument(
         "patterns", nargs="+", metavar="TITLE", help="titles or folder names; * and ? match"
+    )
+    warm.add_argument(
+        "--archives",
+        action="store_true",
+        help="the whole archive files too (offline reading, backups); mind --cache-size",
     )
     for parser in (warm,):
         parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT=VAL")

@@ -165,6 +165,7 @@ SETTINGS: dict[str, Setting] = {
     "clear_new_on_read": Setting(_flag, 'clear an archive\'s "new" flag when it is first read'),
     "comic_names": Setting(_flag, "name archive files .cbz, .cb7, .cbr, .cbt (comic books)"),
     "folder_icons": Setting(_flag, "a .directory in each archive folder (Dolphin's covers)"),
+    "allow_delete": Setting(_flag, "rm -r of an archive's folder deletes it on the server"),
     "no_thumbnails": Setting(_flag, "do not fill file managers' thumbnail cache"),
 }
 
@@ -185,6 +186,7 @@ DEFAULTS: Settings = {
     "clear_new_on_read": False,
     "comic_names": False,
     "folder_icons": False,
+    "allow_delete": False,
     "no_thumbnails": False,
 }
 

@@ -26,6 +26,7 @@ from . import notify, status
 from .client import LrrClient, LrrError
 from .fs import LrrOperations, Ownership
 from .fs.calls import MAX_TASKS
+from .fs.readahead import set_read_ahead
 from .library import Library
 from .library.background import repeat
 from .library.desktop import start_desktop_thumbnails
@@ -67,6 +68,7 @@ class MountOptions:
     clear_new_on_read: bool = False  # reading an archive clears its "new" flag
     comic_names: bool = False  # archive files named .cbz, .cb7, .cbr, .cbt
     folder_icons: bool = False  # a .directory in each archive folder: Dolphin's folder cover
+    allow_delete: bool = False  # rm -r of an archive folder deletes the archive on the server
     desktop_thumbnails: bool = True  # file managers' thumbnail cache filled for listed folders
 
 
@@ -128,6 +130,7 @@ async def connect(options: MountOptions, doing: str = "mount") -> tuple[LrrClien
         clear_new_on_read=options.clear_new_on_read,
         comic_names=options.comic_names,
         disk=open_disk_cache(options),
+        allow_delete=options.allow_delete,
     )
     try:
         info = await library.connect()
@@ -188,6 +191,8 @@ async def _announce_ready(options: MountOptions, library: Library, ready: Ready)
         ready(f"the mount on {options.mountpoint} does not answer: {exc!r}")
         pyfuse3.terminate()
         return
+    # Now, not before: the kernel caps the read-ahead when the mount's INIT is answered.
+    await trio.to_thread.run_sync(set_read_ahead, options.mountpoint)
     ready(None)
     notify.ready(f"{len(library)} archives from {options.url} on {options.mountpoint}")
 

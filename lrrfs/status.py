@@ -132,6 +132,9 @@ def snapshot(options: MountOptions, library: Library, started: float) -> dict[st
         "background_failures": FAILURES.count,
         "problems": list(FAILURES.recent),  # the last background failures, newest last
         "read_only": options.read_only,
+        "uploads": [  # files being copied in, and how far they got
+            {"name": u.name, "sent": u.sent, "total": u.total} for u in library.uploads.values()
+        ],
         "started": started,
         "updated": time.time(),
     }
@@ -277,7 +280,21 @@ def table(states: list[dict[str, Any]]) -> str:
         if state["state"] in HINTS:
             lines.append(f"{state['mountpoint']}: {HINTS[state['state']]}")
         lines += _problems(state)
+        lines += _uploads(state)
     return "\n".join(lines)
+
+
+def _uploads(state: dict[str, Any]) -> list[str]:
+    """The uploads under way, one line each: bytes sent of how many."""
+    uploads = state.get("uploads")
+    if not isinstance(uploads, list):
+        return []
+    return [
+        f"{state['mountpoint']}: uploading {u.get('name')}: {_mib(u.get('sent'))} "
+        f"of {_mib(u.get('total'))}"
+        for u in uploads
+        if isinstance(u, dict)
+    ]
 
 
 PROBLEMS_SHOWN = 3

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tests.benchmark            # the whole table, a few minutes
     .venv/bin/python -m tests.benchmark --quick    # smaller libraries, for a quick look
+    .venv/bin/python -m tests.benchmark --archive  # only the archive file's rows
 
 Each row measures lrrfs through a real FUSE mount and a baseline doing the same
 job directly (over HTTP against the same server and bytes, or on local files),
@@ -260,31 +261,6 @@ def viewer_row(server: Server, mounts: Mounts, latency: int, pages: int, arcid: 
                      "<= 0.7x")  # fmt: skip
 
 
-def cat_row(server: Server, mounts: Mounts, latency: int, big_mb: int, arcid: str):
-    """Throughput of `cat` through a new mount, and of a streamed download, alternated
-    (this machine's speed drifts), the best of three of each."""
-
-    def through_mount() -> float:
-        with mounts.mount(server) as mounted:
-            path = mounted.path / "Big" / "Big.zip"
-            path.stat()
-            return timed(lambda: subprocess.run(f"cat '{path}' > /dev/null", shell=True,
-                                                check=True))  # fmt: skip
-
-    def download() -> float:
-        with server.http() as http:
-            started = time.perf_counter()
-            with http.stream("GET", f"/api/archives/{arcid}/download") as response:
-                for _ in response.iter_raw(CHUNK):
-                    pass
-            return time.perf_counter() - started
-
-    size_mb = (server.library / "Big.zip").stat().st_size / 1e6
-    mine, theirs = (size_mb / best for best in best_alternated(3, through_mount, download))
-    return ratio_row(f"`cat` of a {big_mb} MB archive vs a streamed download (httpx)", latency,
-                     mine, theirs, "MB/s", ">= 0.85x", higher_is_better=True)  # fmt: skip
-
-
 def warm_read_rows(server: Server, mounts: Mounts, workdir: Path, latency: int):
     local = workdir / "local-pages"
     if not local.exists():
@@ -480,7 +456,25 @@ def serving(library: Path, workdir: Path) -> Iterator[Server]:
         yield server
 
 
+def measure_archive(workdir: Path, sizes: Sizes) -> list[Row]:
+    """Only the archive file's rows (`--archive`): a quicker look at them."""
+    from .bench_archive import archive_rows
+
+    main = workdir / "main"
+    make_archive(main / "Big.zip", sizes.big_mb // 2, page_bytes=2_000_000)
+    mounts = Mounts(workdir)
+    rows: list[Row] = []
+    with serving(main, workdir) as server:
+        arcid = server.archives()[0]["arcid"]
+        for latency in LATENCIES:
+            server.faults(latency_ms=latency)
+            rows += archive_rows(server, mounts, workdir, latency, sizes.big_mb, arcid)
+    return rows
+
+
 def measure(workdir: Path, sizes: Sizes) -> list[Row]:
+    from .bench_archive import archive_rows
+
     main, many, huge = build(workdir, sizes)
     thumbs = workdir / "thumbs"
     mounts = Mounts(workdir)
@@ -496,7 +490,8 @@ def measure(workdir: Path, sizes: Sizes) -> list[Row]:
                                            ids["Pages"]))  # fmt: skip
             rows.append(viewer_row(server_main, mounts, latency, sizes.viewer_pages,
                                    ids["Viewer"]))  # fmt: skip
-            rows.append(cat_row(server_main, mounts, latency, sizes.big_mb, ids["Big"]))
+            rows += archive_rows(server_main, mounts, workdir, latency, sizes.big_mb,
+                                 ids["Big"])  # fmt: skip
             rows += warm_read_rows(server_main, mounts, workdir, latency)
             rows += thumbnail_rows(thumbs, mounts, latency, sizes.thumbnail_pages)
     with serving(huge, workdir) as server_huge:
@@ -534,15 +529,15 @@ def print_table(rows: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller libraries, a quick look")
+    parser.add_argument("--archive", action="store_true", help="only the archive file's rows")
     parser.add_argument("--thumbnails-only", action="store_true", help="the file-manager rows")
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     with tempfile.TemporaryDirectory(prefix="lrrfs-bench-") as tmp:
-        rows = (
-            measure_thumbnails(Path(tmp), sizes)
-            if args.thumbnails_only
-            else measure(Path(tmp), sizes)
-        )
+        if args.thumbnails_only:
+            rows = measure_thumbnails(Path(tmp), sizes)
+        else:
+            rows = (measure_archive if args.archive else measure)(Path(tmp), sizes)
     print_table(rows)
 
 

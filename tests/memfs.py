@@ -10,6 +10,7 @@ the handlers do nothing but hand out bytes already in memory.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import stat
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pyfuse3
 import trio
+
+from lrrfs.fs.readahead import set_read_ahead
 
 
 class MemoryFiles(pyfuse3.Operations):
@@ -59,9 +62,17 @@ class MemoryFiles(pyfuse3.Operations):
         return self.data[fh - pyfuse3.ROOT_INODE - 1][offset : offset + size]
 
 
-async def serve() -> None:
+async def same_read_ahead(mountpoint: str) -> None:
+    """The read-ahead lrrfs sets (once the kernel has the mount), so that the floor's reads
+    go through the kernel as lrrfs's do."""
+    await trio.to_thread.run_sync(os.stat, mountpoint)
+    await trio.to_thread.run_sync(set_read_ahead, Path(mountpoint))
+
+
+async def serve(mountpoint: str) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(same_read_ahead, mountpoint)
 
             async def stop() -> None:
                 async for _ in signals:
@@ -77,7 +88,7 @@ def main() -> None:
     folder, mountpoint = Path(sys.argv[1]), sys.argv[2]
     pyfuse3.init(MemoryFiles(folder), mountpoint, set(pyfuse3.default_options) | {"fsname=memfs"})
     try:
-        trio.run(serve)
+        trio.run(serve, mountpoint)
     finally:
         pyfuse3.close(unmount=True)
 

@@ -44,3 +44,20 @@ def test_warm_then_read_offline_of_the_server_then_clear(tmp_path):
     cleared = lrrfs("cache", "clear", "--cache-dir", str(cache))
     assert cleared.returncode == 0 and "removed" in cleared.stdout
     assert not cache.exists()
+
+
+def test_warm_with_archives_caches_the_archive_file(tmp_path):
+    library = tmp_path / "library"
+    make_archive(library / "Whole.zip", 5, page_bytes=700_001)  # ~3.5 blocks
+    cache = tmp_path / "cache"
+    with start_server(library, tmp_path) as server:
+        done = lrrfs("cache", "warm", server.url, "Whole", "--archives", "--cache-dir", str(cache))
+        assert done.returncode == 0, done.stderr
+        assert "Whole: archive file cached" in done.stderr
+        with start_mount(server, tmp_path / "lrr", args=("--cache-dir", str(cache))) as mount:
+            for entry in (mount.path / "Whole").iterdir():
+                entry.stat()
+            server.clear_requests()
+            data = (mount.path / "Whole" / "Whole.zip").read_bytes()
+            assert [r for r in server.requests() if "/download" in r["path"]] == []
+    assert data == (library / "Whole.zip").read_bytes()

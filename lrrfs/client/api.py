@@ -236,6 +236,8 @@ class LrrClient:
         self.stats = ClientStats()
         auth = {k: v for k, v in headers.items() if k == "Authorization"}
         self._ranges = RangePool(pool, self.prefix, auth, ranges, self._secrets)
+        self.endpoint = endpoint  # for requests that stream a body of their own (writes.py)
+        self.auth_headers = auth
 
     async def aclose(self) -> None:
         self._ranges.close()
@@ -362,6 +364,24 @@ class LrrClient:
             return json.loads(response.content)
         except (ValueError, RecursionError):  # RecursionError: nested past any real answer
             raise BadResponse(f"{what}: the answer is not valid JSON") from None
+
+    async def write(
+        self, method: str, path: str, what: str, *, params: dict[str, str] | None = None
+    ) -> Any:
+        """A write that answers `success: 1` in JSON (writes.py), sent once: its JSON."""
+        response = await self._send(
+            method, self.api_url(path), what=what, params=params, idempotent=False
+        )
+        self._check_success(response, what)
+        return self._json(response, what)
+
+    async def read_json(self, path: str, what: str, **params: str) -> Any:
+        """A GET's JSON answer (writes.py reads back what it wrote)."""
+        return await self._get_json(path, what, **params)
+
+    def error_text(self, response: httpx.Response) -> str:
+        """The server's words for an error answer, fit to show."""
+        return error_message(response, self._secrets)
 
     async def _get_json(self, path: str, what: str, **params: str) -> Any:
         response = await self._send("GET", self.api_url(path), what=what, params=params or None)

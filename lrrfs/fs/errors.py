@@ -19,6 +19,7 @@ import pyfuse3
 from ..client import AuthRejected, LrrError, NotFound
 from ..client.errors import Busy
 from ..library.background import Throttle, failures_in
+from ..library.changes import AlreadyThere, NotPermitted, NotSupported, ReadOnlyView
 from ..library.editing import EditConflict, EditError, EditNotAllowed, EditNotKept, EditTooLarge
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,14 @@ T = TypeVar("T")
 def errno_for(exc: LrrError | EditError) -> int:
     """EINVAL for bad content, EACCES for auth, EAGAIN for too many calls waiting, EIO for
     the server (and the rest)."""
+    if isinstance(exc, AlreadyThere):
+        return errno.EEXIST
+    if isinstance(exc, NotPermitted):
+        return errno.EPERM
+    if isinstance(exc, ReadOnlyView):
+        return errno.EROFS
+    if isinstance(exc, NotSupported):
+        return errno.ENOTSUP
     if isinstance(exc, AuthRejected | EditNotAllowed):
         return errno.EACCES
     if isinstance(exc, Busy):

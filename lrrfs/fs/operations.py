@@ -11,13 +11,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable
 
 import pyfuse3
 import trio
 
 from ..client import NotFound
-from ..library import METADATA_NAME, THUMBNAIL_NAME, Changes, Library
+from ..library import METADATA_NAME, THUMBNAIL_NAME, Changes
 from . import invalidate, views
 from .base import (
     BLOCK_SIZE,
@@ -31,7 +30,7 @@ from .base import (
     parent_folder,
 )
 from .calls import bounded
-from .editing import EditingOperations
+from .changes import ChangesOperations
 from .errors import fuse_errors
 from .inodes import ROOT, Kind, Node
 from .scratch import ScratchFile
@@ -39,23 +38,15 @@ from .scratch import ScratchFile
 log = logging.getLogger(__name__)
 
 
-class LrrOperations(EditingOperations):
+class LrrOperations(ChangesOperations):
     """A LANraragi library as a folder tree."""
 
-    def __init__(
-        self,
-        library: Library,
-        *,
-        timeouts: Timeouts | None = None,
-        ownership: Ownership | None = None,
-        folder_icons: bool = False,
-    ) -> None:
-        super().__init__(library, timeouts=timeouts, ownership=ownership, folder_icons=folder_icons)
-        library.on_thumbnail_change = self._thumbnail_changed
-        library.on_page_ahead = self._page_ahead
-        library.on_changes = self._library_changed
-        # An archive's folder was listed (desktop thumbnails are made for it): its arcid.
-        self.on_folder_listed: Callable[[str], None] = lambda arcid: None
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Mounted: the library's changes now reach the kernel."""
+        self.library.on_thumbnail_change = self._thumbnail_changed
+        self.library.on_page_ahead = self._page_ahead
+        self.library.on_changes = self._library_changed
+        super().attach(nursery)
 
     # -- lookups and listings ------------------------------------------------------
 
@@ -96,6 +87,7 @@ class LrrOperations(EditingOperations):
         else:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         handle = next(self._handles)
+        self.note_listing(node, ctx.pid, handle)
         # `ls -a`, `find` and backup tools expect the folder and its parent listed first.
         self._dirs[handle] = DirHandle([".", "..", *names], [node, parent_folder(node), *nodes])
         return handle
@@ -107,6 +99,7 @@ class LrrOperations(EditingOperations):
             archive = library.find(name)
             assert archive is not None  # every listed name is an archive's
             found[name] = Node(Kind.ARCHIVE, archive.arcid)
+        found.update(self._upload_entries())
         names = sorted(found)
         return names, [found[name] for name in names]
 
@@ -136,6 +129,8 @@ class LrrOperations(EditingOperations):
         entries[METADATA_NAME] = self._metadata_node(arcid)
         if self.folder_icons:
             entries[FOLDER_ICON_NAME] = Node(Kind.FOLDER_ICON, arcid)
+        for name in self.hidden(arcid):  # removed by an rm -r under way
+            entries.pop(name, None)
         names = sorted(entries)
         return names, [entries[name] for name in names]
 
@@ -155,6 +150,7 @@ class LrrOperations(EditingOperations):
     @fuse_errors
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
+        self.forget_listing(fh)
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -197,12 +193,11 @@ class LrrOperations(EditingOperations):
                 handle.snapshot = await self.library.thumbnail(node.arcid)
             keep_cache = not self.library.thumbnail_is_placeholder(node.arcid)
         elif node.kind is Kind.ARCHIVE_FILE:
+            # Through the kernel's page cache, kept across opens (an archive's bytes never
+            # change under its cache key; a new size is a new file): small reads hit
+            # memory, a second open reads nothing from us, a shared mmap works.
             with self.calls.bounded("open"):
                 handle.reader = await self.library.open_archive(node.arcid)
-            # Direct I/O: the kernel passes reads as large as the program asks for
-            # (1 MiB for `cat`) instead of 128 KiB at a time, which is what lets a
-            # Python process keep up with the server. The cost: no shared mmap.
-            direct_io = True
         elif node.kind is Kind.PAGE:
             # Opening a page is reading it: a re-read may come from the kernel's cache,
             # without a read call. lrrfs's own fetches never open a file.
@@ -210,7 +205,7 @@ class LrrOperations(EditingOperations):
             self.library.page_opened(node.arcid, node.number, by_person)
             if turned_bulk:
                 self.library.read_in_bulk(node.arcid)
-        if node.kind in (Kind.METADATA, Kind.SCRATCH):
+        if node.kind in (Kind.METADATA, Kind.SCRATCH, Kind.UPLOAD):
             keep_cache = False
         return self._file_info(
             handle, keep_cache, pin=node.kind is Kind.SCRATCH, direct_io=direct_io
@@ -234,6 +229,8 @@ class LrrOperations(EditingOperations):
             return archive.metadata_json[off : off + size]
         if node.kind is Kind.SCRATCH:
             return bytes(self.scratch.get(node.number).data[off : off + size])
+        if node.kind is Kind.UPLOAD:
+            return self.read_upload(node, off, size)
         with self.calls.bounded("read"):
             data = await self.library.page_data(node.arcid, node.number)
         handle.snapshot = data  # a page comes in several reads: one fetch, one prefetch nudge
@@ -307,9 +304,12 @@ class LrrOperations(EditingOperations):
         for _arcid, old_name, _new in changes.renamed:
             await invalidate.forget_entry(root, old_name)
         for arcid in changes.updated:
-            inode = self.inodes.known(self._metadata_node(arcid))
-            if inode is not None:
-                await invalidate.forget_attributes(inode)
+            # The archive file too: its pages stay in the kernel's cache across opens, and
+            # an archive the server now reports with a new size is another file.
+            for node in (self._metadata_node(arcid), Node(Kind.ARCHIVE_FILE, arcid)):
+                inode = self.inodes.known(node)
+                if inode is not None:
+                    await invalidate.forget_attributes(inode)
 
     def _page_ahead(self, arcid: str, index: int, data: bytes) -> None:
         """A page fetched ahead goes to the kernel's cache of its file, if the kernel

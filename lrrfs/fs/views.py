@@ -35,6 +35,9 @@ async def child(library: Library, parent: Node, name: str) -> Node | None:
         folder.any_name and await library.view((*path, name)) is not None
     ):
         return view_node(f"{parent.view}/{name}")
+    if folder.order:
+        arcid = library.view_links(folder).get(name)
+        return None if arcid is None else Node(Kind.VIEW_LINK, arcid, view=parent.view)
     archive = library.find(name)
     if archive is not None and archive.arcid in folder.members:
         return Node(Kind.VIEW_LINK, archive.arcid, view=parent.view)

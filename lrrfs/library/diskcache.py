@@ -34,7 +34,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import trio
@@ -52,7 +52,7 @@ WRITER_NICENESS = 10
 TOUCH_SECONDS = 2.0  # uses are stamped at most this long after they happen
 QUIET_SECONDS = 0.25  # writes wait until reading has paused this long...
 BACKLOG_BYTES = QUEUE_BYTES // 2  # ...unless this much is waiting
-BULKY = frozenset({"page", "thumb", "pagethumb"})  # kinds evicted before the others
+BULKY = frozenset({"page", "thumb", "pagethumb", "archive"})  # kinds evicted before the others
 
 
 def default_cache_root() -> Path:
@@ -98,6 +98,7 @@ class DiskCache:
         self._closed = False
         self._evicting = False
         self._folders: set[Path] = set()  # made already (by this process)
+        self._before_close: list[Callable[[], None]] = []
         self._writer = threading.Thread(target=self._write_loop, name="lrrfs-cache", daemon=True)
         self._writer.start()
         self._start_eviction()  # learns the usage left by earlier mounts
@@ -184,6 +185,16 @@ class DiskCache:
         if over:
             self._start_eviction()
 
+    def grew(self, size: int) -> None:
+        """`size` bytes were written into the folder by someone else (the archive files'
+        writer): counted against the cap."""
+        with self._lock:
+            self._used += size
+            self._written += size
+            over = self._used > self.cap
+        if over:
+            self._start_eviction()
+
     def put_later(self, kind: str, key: str, data: bytes) -> None:
         """Queue the blob for the writer thread; dropped if too much is waiting."""
         self._enqueue(kind, key, data, touch=False)
@@ -217,8 +228,14 @@ class DiskCache:
                 return
             self._queued += len(data)
 
+    def before_close(self, job: Callable[[], None]) -> None:
+        """Run `job` first when closing (another writer into the folder stops)."""
+        self._before_close.append(job)
+
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued (within `timeout`); leave the folder under its cap."""
+        for job in self._before_close:
+            job()
         with self._lock:
             self._closed = True
             self._wakeup.notify_all()
@@ -312,8 +329,11 @@ class DiskCache:
                 continue
             # Pages and covers go first; lists are small and every listing needs them.
             bulky = os.path.basename(os.path.dirname(os.path.dirname(entry.path))) in BULKY
-            files.append((not bulky, info.st_mtime_ns, info.st_size, entry.path))
-            total += info.st_size
+            # Bytes held: an archive file is sparse (its length is the archive's, blocks not
+            # read take no space); a small file is counted by length, as it was written.
+            size = min(info.st_size, info.st_blocks * 512)
+            files.append((not bulky, info.st_mtime_ns, size, entry.path))
+            total += size
         if total > self.cap:
             files.sort()
             target = int(self.cap * LOW_WATER)

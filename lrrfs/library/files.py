@@ -84,5 +84,14 @@ class LibraryFiles(LibraryIndex):
         return ArchiveFile(archive_file_name(name), size)
 
     async def open_archive(self, arcid: str) -> ArchiveReader:
+        """A reader of the archive file, with its blocks in the disk cache (filed by id
+        and size: a new size is a new archive)."""
         file = await self.archive_file(arcid)
-        return ArchiveReader(self.client, arcid, file.size, self._buffers)
+        disk = None
+        if self.archive_files is not None:
+            files = self.archive_files
+            cached = await trio.to_thread.run_sync(
+                files.open, arcid, file.size, abandon_on_cancel=True
+            )
+            disk = None if cached is None else (files, cached)
+        return ArchiveReader(self.client, arcid, file.size, self._buffers, disk)

@@ -16,6 +16,7 @@ from cachetools import LRUCache
 
 from ..client import ArchiveMeta, LrrClient, LrrError, NotFound, ServerInfo, iter_archives
 from .archive import Archive, ArchiveFile, Changes
+from .archivecache import ArchiveFiles
 from .background import start_quietly
 from .diskcache import DiskCache
 from .names import NameRequest, assign_names
@@ -70,6 +71,7 @@ class LibraryIndex:
     _thumb_fetches: SingleFlight[Thumb]
     _file_lookups: SingleFlight[ArchiveFile]
     _buffers: BufferPool
+    archive_files: ArchiveFiles | None
     prefetcher: Prefetcher
     on_thumbnail_change: Callable[[str], None]
     on_changes: Callable[[Changes], None]

@@ -20,6 +20,8 @@ from cachetools import LRUCache
 
 from ..client import LrrClient, ServerInfo
 from .archive import Archive, ArchiveFile, Changes
+from .archivecache import ArchiveFiles
+from .changes import LibraryChanges
 from .diskcache import DiskCache
 from .index import Thumb
 from .names import VIEW_MARK
@@ -27,12 +29,11 @@ from .pagestore import Page, PageStore
 from .prefetch import Prefetcher
 from .reader import BufferPool
 from .reading import ReadingProgress
-from .saving import LibraryEditing
 from .singleflight import SingleFlight
-from .views import VIEW_NAMES, ViewFolder, Views
+from .views import TANKOUBONS, VIEW_NAMES, ViewFolder, Views
 
 
-class Library(LibraryEditing):
+class Library(LibraryChanges):
     """A LANraragi library, as folders of files."""
 
     def __init__(
@@ -48,8 +49,11 @@ class Library(LibraryEditing):
         clear_new_on_read: bool = False,
         comic_names: bool = False,
         disk: DiskCache | None = None,
+        allow_delete: bool = False,
     ) -> None:
         self.client = client
+        self.allow_delete = allow_delete  # rm -r of a folder deletes the archive on the server
+        self.uploads = {}
         self.read_only = read_only
         self.disk = disk
         self.index_from_cache = False  # the archive list is the disk cache's, not yet the server's
@@ -80,6 +84,7 @@ class Library(LibraryEditing):
         self._thumb_fetches: SingleFlight[Thumb] = SingleFlight()
         self._file_lookups: SingleFlight[ArchiveFile] = SingleFlight()
         self._buffers = BufferPool()
+        self.archive_files = None if disk is None else ArchiveFiles(disk)
         self.prefetcher = Prefetcher(self._prefetch_pages)
         self.on_thumbnail_change: Callable[[str], None] = lambda arcid: None
         # Folders came, went, moved or changed (the kernel may know the old ones).
@@ -100,7 +105,9 @@ class Library(LibraryEditing):
     @property
     def view_names(self) -> tuple[str, ...]:
         """The views' folders beside the archive folders (none with views off)."""
-        return VIEW_NAMES if self.views is not None else ()
+        if self.views is None:
+            return ()
+        return (*VIEW_NAMES, TANKOUBONS) if self.views.tankoubons is not None else VIEW_NAMES
 
     def is_reserved(self, name: str) -> bool:
         """A name at the top that belongs to the views, never to an archive folder."""
@@ -108,13 +115,17 @@ class Library(LibraryEditing):
 
     async def view(self, path: tuple[str, ...]) -> ViewFolder | None:
         """The view folder at `path` (names from the top down), or None."""
-        if self.views is None or path[0] not in VIEW_NAMES:
+        if self.views is None or path[0] not in self.view_names:
             return None
         return await self.views.folder(path)
 
     def view_links(self, folder: ViewFolder) -> dict[str, str]:
         """The archive folders a view folder links to: folder name -> arcid."""
         archives = self._archives
+        if folder.order:  # numbered: a listing sorted by name shows the order
+            present = [a for a in folder.order if a in archives]
+            width = max(2, len(str(len(present))))
+            return {f"{i:0{width}d} {archives[a].name}": a for i, a in enumerate(present, 1)}
         return {archives[a].name: a for a in folder.members if a in archives}
 
     def cache_usage(self) -> tuple[int, int]:

@@ -4,6 +4,7 @@
     @untagged/                  the archives the server counts as untagged
     @tags/<namespace>/<value>/  archives with that tag; tags without a namespace in @tags/_/
     @categories/<name>/         a category's archives: its list, or its saved search's result
+    @tankoubons/<name>/         a tankoubon's archives (0.9), numbered in its order
     @search/<query>/            the server's search for <query>, made when looked up
 
 The folders at the bottom link to archive folders; this module decides which
@@ -24,6 +25,7 @@ import trio
 from cachetools import LRUCache
 
 from ..client import ArchiveMeta, Category, LrrClient
+from ..client.writes import Tankoubon, tankoubons
 from .background import quietly
 from .names import safe_name
 from .singleflight import SingleFlight
@@ -35,6 +37,7 @@ UNTAGGED = "@untagged"
 TAGS = "@tags"
 CATEGORIES = "@categories"
 SEARCH = "@search"
+TANKOUBONS = "@tankoubons"
 VIEW_NAMES = (CATEGORIES, NEW, SEARCH, TAGS, UNTAGGED)
 BARE_TAGS = "_"  # @tags/_/<tag>: tags without a namespace
 BARE_TAGS_ESCAPE = "\uff3f"  # FULLWIDTH LOW LINE: a namespace really named "_"
@@ -55,6 +58,7 @@ class ViewFolder:
     folders: tuple[str, ...] = ()
     members: frozenset[str] = frozenset()
     any_name: bool = False
+    order: tuple[str, ...] = ()  # the members in their order (tankoubons): links numbered
 
 
 @functools.lru_cache(maxsize=1 << 16)  # tags repeat across archives; naming them is the cost
@@ -113,6 +117,10 @@ class Views:
         self._categories: Tree = {}
         self._searches: LRUCache[str, frozenset[str]] = LRUCache(SEARCHES_KEPT)
         self._flights: SingleFlight[frozenset[str]] = SingleFlight()
+        self.categories: dict[str, Category] = {}  # folder name -> category
+        self.tankoubons: dict[str, Tankoubon] | None = (
+            None  # folder name -> tankoubon; None: no API
+        )
 
     def update(self, metas: Iterable[ArchiveMeta]) -> None:
         """What the archive list tells: the new archives and the tags."""
@@ -137,12 +145,23 @@ class Views:
         self._searches.clear()  # searches are asked again when next looked at
         async with trio.open_nursery() as nursery:
             nursery.start_soon(quietly, self._refresh_untagged(), "views: untagged archives")
-            nursery.start_soon(quietly, self._refresh_categories(), "views: categories")
+            nursery.start_soon(quietly, self.refresh_categories(), "views: categories")
+            if self.tankoubons is not None:
+                nursery.start_soon(quietly, self.refresh_tankoubons(), "views: tankoubons")
+
+    async def refresh_tankoubons(self) -> None:
+        named: dict[str, Tankoubon] = {}
+        for tank in sorted(await tankoubons(self._client), key=lambda k: k.id):
+            name = safe_name(tank.name)
+            if name in named:
+                name = safe_name(tank.name, suffix=f" [{tank.id}]")
+            named.setdefault(name, tank)
+        self.tankoubons = named
 
     async def _refresh_untagged(self) -> None:
         self._untagged = frozenset(await self._client.untagged())
 
-    async def _refresh_categories(self) -> None:
+    async def refresh_categories(self) -> None:
         named = category_folders(await self._client.categories())
         folders: Tree = {}
 
@@ -160,6 +179,7 @@ class Views:
             for name, category in named.items():
                 nursery.start_soon(quietly, fill(name, category), f"views: category {name!r}")
         self._categories = folders
+        self.categories = named
 
     async def search(self, query: str) -> frozenset[str]:
         """The archives the server finds for `query`, kept until the next refresh."""
@@ -181,6 +201,8 @@ class Views:
             if len(path) == 2 and searchable(path[1]):
                 return ViewFolder(members=await self.search(path[1]))
             return None
+        if path[0] == TANKOUBONS:
+            return self._tankoubon_folder(path)
         node: Tree | frozenset[str] = {
             NEW: self._new,
             UNTAGGED: self._untagged,
@@ -194,3 +216,12 @@ class Views:
         if isinstance(node, dict):
             return ViewFolder(folders=tuple(sorted(node)))
         return ViewFolder(members=node)
+
+    def _tankoubon_folder(self, path: tuple[str, ...]) -> ViewFolder | None:
+        tanks = self.tankoubons or {}
+        if len(path) == 1:
+            return ViewFolder(folders=tuple(sorted(tanks)))
+        tank = tanks.get(path[1])
+        if len(path) > 2 or tank is None:
+            return None
+        return ViewFolder(members=frozenset(tank.archives), order=tank.archives)

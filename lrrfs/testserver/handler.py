@@ -9,8 +9,6 @@ headers, and nothing here logs the Authorization header or the `key` parameter.
 from __future__ import annotations
 
 import contextlib
-import email.parser
-import email.policy
 import http.client
 import json
 import logging
@@ -18,9 +16,11 @@ import re
 import socket
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from . import multipart
 from .faults import Mangle, apply, hidden_headers, refusal
 from .responses import Response, Stream, json_response
 from .routes import Request
@@ -67,12 +67,20 @@ class LrrHandler(BaseHTTPRequestHandler):
     # ----- serving -----
     def _serve(self) -> None:
         app: App = self.server.app
+        self._spooled: Path | None = None
         try:
             body = self._read_body()
         except ValueError:
             self.close_connection = True
             self._send(json_response({"error": "Bad request body"}, 400))
             return
+        try:
+            self._serve_body(app, body)
+        finally:
+            if self._spooled is not None:
+                self._spooled.unlink(missing_ok=True)
+
+    def _serve_body(self, app: App, body: bytes) -> None:
         if app.faults_enabled and self.path.startswith("/_lrrfs/"):
             self._send(self._control(app, body))
             return
@@ -111,11 +119,11 @@ class LrrHandler(BaseHTTPRequestHandler):
                     headers[key] = value
         ctype = self.headers.get("Content-Type", "")
         form: list[tuple[str, str]] = []
-        files: dict[str, tuple[str, bytes]] = {}
+        files: dict[str, multipart.FilePart] = {}
         if ctype.startswith("application/x-www-form-urlencoded"):
             form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-        elif ctype.startswith("multipart/form-data"):
-            form, files = parse_multipart(ctype, body)
+        elif self._spooled is not None:
+            form, files = multipart.parse(ctype, self._spooled)
         return Request(
             method=self.command,
             raw_path=self.path,
@@ -133,6 +141,10 @@ class LrrHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length < 0 or length > MAX_BODY:
             raise ValueError("bad Content-Length")
+        if self.headers.get("Content-Type", "").startswith("multipart/form-data"):
+            # Uploads go to disk, as Mojolicious puts large ones (a file of gigabytes).
+            self._spooled = multipart.spool(self.rfile, length, self.server.app.api.lib.root)
+            return b""
         return self.rfile.read(length) if length else b""
 
     def _read_chunked(self) -> bytes:
@@ -235,28 +247,3 @@ class LrrHandler(BaseHTTPRequestHandler):
             self.wfile.write(memoryview(resp.body)[:limit])
         if mangle is not None and mangle.extra:
             self.wfile.write(mangle.extra)
-
-
-def parse_multipart(
-    ctype: str, body: bytes
-) -> tuple[list[tuple[str, str]], dict[str, tuple[str, bytes]]]:
-    """Form fields and files of a multipart/form-data body (email's MIME parser)."""
-    head = f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    form: list[tuple[str, str]] = []
-    files: dict[str, tuple[str, bytes]] = {}
-    if not msg.is_multipart():
-        return form, files
-    for part in msg.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            continue
-        payload = part.get_payload(decode=True)  # bytes; None for a multipart part
-        data = payload if isinstance(payload, bytes) else b""
-        filename = part.get_filename()
-        if filename is not None:
-            files[str(name)] = (filename, data)
-        else:
-            charset = part.get_content_charset() or "utf-8"
-            form.append((str(name), data.decode(charset, "replace")))
-    return form, files

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 
+from .multipart import FilePart
 from .names import extension_of, strip_extension
 from .responses import Response, Shapes
 from .store import Archive, Library
@@ -46,7 +47,7 @@ class Request:
     form: list[tuple[str, str]]
     headers: Message
     body: bytes = b""
-    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # multipart uploads
+    files: dict[str, FilePart] = field(default_factory=dict)  # multipart uploads, on disk
 
     def param(self, name: str) -> str | None:
         """Like Mojolicious' param: query then body parameters, the last value wins."""
@@ -121,6 +122,13 @@ ROUTES = [
     _route("GET", "/api/minion/:job", "minion_job"),
     _route("GET", "/api/shinobu", "shinobu", key=True),
     _route("GET", "/api/tankoubons", "tankoubons", gens="0.9"),
+    _route("PUT", "/api/tankoubons", "create_tankoubon", key=True, gens="0.9"),
+    _route("GET", "/api/tankoubons/:tank", "get_tankoubon", gens="0.9"),
+    _route("DELETE", "/api/tankoubons/:tank", "delete_tankoubon", key=True, gens="0.9"),
+    _route("PUT", "/api/tankoubons/:tank/:archive", "add_to_tankoubon", key=True, gens="0.9"),
+    _route(
+        "DELETE", "/api/tankoubons/:tank/:archive", "remove_from_tankoubon", key=True, gens="0.9"
+    ),
 ]
 
 

@@ -179,11 +179,66 @@ class SearchRoutes(WriteRoutes):
         body = {"is_alive": 1, "operation": "shinobu_status", "pid": os.getpid(), "success": 1}
         return json_response(body)
 
+    # ----- tankoubons (0.9; Controller/Api/Tankoubon.pm) -----
     def tankoubons(self, req: Request) -> Response:
-        return json_response({"filtered": 0, "result": [], "total": 0})
+        try:
+            page = int(req.param("page") or 0)
+        except ValueError:
+            return self.shapes.validation(400, "Expected integer - got string.", "/page")
+        with self.lib._lock:
+            every = [dict(k) for k in sorted(self.lib.tankoubons, key=lambda k: k["id"])]
+        shown = (
+            every if page < 0 else every[page * ARCHIVES_PER_PAGE : (page + 1) * ARCHIVES_PER_PAGE]
+        )
+        return json_response({"filtered": len(shown), "result": shown, "total": len(every)})
+
+    def get_tankoubon(self, req: Request, tank: str) -> Response:
+        found = self.lib.tankoubon(tank)
+        if found is None:
+            return self.shapes.api_error("get_tankoubon", "The given tankoubon does not exist.")
+        return json_response(dict(found))
+
+    def create_tankoubon(self, req: Request) -> Response:
+        name = req.param("name") or ""
+        if not name:
+            return self.shapes.api_error("create_tankoubon", "Tankoubon name not specified.")
+        tank = self.lib.create_tankoubon(name)
+        return json_response(
+            {"operation": "create_tankoubon", "success": 1, "tankoubon_id": tank["id"]}
+        )
+
+    def delete_tankoubon(self, req: Request, tank: str) -> Response:
+        self.lib.delete_tankoubon(tank)  # an unknown id: success too (Model/Tankoubon.pm)
+        return self.shapes.api_success("delete_tankoubon")
+
+    def add_to_tankoubon(self, req: Request, tank: str, archive: str) -> Response:
+        return self._edit_tankoubon(tank, archive, add=True)
+
+    def remove_from_tankoubon(self, req: Request, tank: str, archive: str) -> Response:
+        return self._edit_tankoubon(tank, archive, add=False)
+
+    def _edit_tankoubon(self, tank_id: str, arcid: str, *, add: bool) -> Response:
+        operation = "add_to_tankoubon" if add else "remove_from_tankoubon"
+        tank = self.lib.tankoubon(tank_id)
+        if tank is None:
+            return self.shapes.api_error(operation, f"{tank_id} doesn't exist in the database!")
+        arc = self.lib.get(arcid)
+        if arc is None:
+            return self.shapes.api_error(operation, f"{arcid} does not exist in the database.")
+        with self.lib._lock:
+            if add and arcid not in tank["archives"]:
+                tank["archives"].append(arcid)
+            elif not add and arcid in tank["archives"]:
+                tank["archives"].remove(arcid)
+            self.lib.save()
+        title = self.lib.meta(arc)["title"]
+        verb = f'Added "{title}" to' if add else f'Removed "{title}" from'
+        return self.shapes.api_success(operation, f'{verb} tankoubon "{tank["name"]}"!')
 
     def archive_tankoubons(self, req: Request, id: str) -> Response:
-        body = {"operation": "find_arc_tankoubons", "success": 1, "tankoubons": []}
+        with self.lib._lock:
+            found = [k["id"] for k in self.lib.tankoubons if id in k["archives"]]
+        body = {"operation": "find_arc_tankoubons", "success": 1, "tankoubons": found}
         return json_response(body)
 
 

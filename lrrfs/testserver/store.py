@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,17 +179,19 @@ class Library:
             arc.path.unlink(missing_ok=True)
             self._state.pop(arc.rel, None)
             self._by_id.pop(arc.arcid, None)
-            for cat in self.categories:
-                if arc.arcid in cat["archives"]:
-                    cat["archives"].remove(arc.arcid)
+            for group in (*self.categories, *self.tankoubons):
+                if arc.arcid in group["archives"]:
+                    group["archives"].remove(arc.arcid)
             self.save()
 
-    def add_file(self, name: str, data: bytes) -> Path:
+    def add_file(self, name: str, chunks: Iterable[bytes]) -> Path:
         """Write an uploaded file into the library root and index it at once."""
         with self._lock:
             path = self.root / name
             tmp = path.with_name(f".{name}.upload")
-            tmp.write_bytes(data)
+            with open(tmp, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
             os.replace(tmp, path)
             self.refresh(force=True)
             return path
@@ -228,6 +230,8 @@ class Library:
             cat.setdefault("pinned", 0)
             cat.setdefault("name", "")
             cat.setdefault("last_used", int(time.time()))
+        tanks = data.get("tankoubons") if isinstance(data, dict) else None
+        self.tankoubons = [k for k in tanks if isinstance(k, dict)] if tanks else []
         if cats is None and self.generation == "0.9":
             # A fresh 0.9 server has a "Favorites" category (see 0.9.81/57-categories-list).
             self.categories = [_category("🔖 Favorites", int(time.time()))]
@@ -235,13 +239,38 @@ class Library:
     def save(self) -> None:
         """Write the state file atomically (temp file + os.replace)."""
         with self._lock:
-            data = {"archives": self._state, "categories": self.categories}
+            data = {
+                "archives": self._state,
+                "categories": self.categories,
+                "tankoubons": self.tankoubons,
+            }
             tmp = self.state_path.with_name(f"{STATE_FILE}.{os.getpid()}.tmp")
             try:
                 tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
                 os.replace(tmp, self.state_path)
             except OSError as exc:
                 log.warning("cannot save %s: %s", self.state_path, exc)
+
+    # ----- tankoubons (0.9) -----
+    def create_tankoubon(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            stamp = int(time.time())
+            taken = {k["id"] for k in self.tankoubons}
+            while f"TANK_{stamp}" in taken:
+                stamp += 1
+            tank = {"archives": [], "id": f"TANK_{stamp}", "name": name, "summary": "", "tags": ""}
+            self.tankoubons.append(tank)
+            self.save()
+            return tank
+
+    def tankoubon(self, tank_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return next((k for k in self.tankoubons if k["id"] == tank_id), None)
+
+    def delete_tankoubon(self, tank_id: str) -> None:
+        with self._lock:
+            self.tankoubons = [k for k in self.tankoubons if k["id"] != tank_id]
+            self.save()
 
     # ----- categories -----
     def create_category(self, name: str, search: str = "", pinned: int = 0) -> dict[str, Any]:

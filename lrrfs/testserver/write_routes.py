@@ -104,14 +104,20 @@ class WriteRoutes(ReadRoutes):
         upload = req.files.get("file")
         if upload is None:
             return self.shapes.api_error("upload", "No file attached")
-        name, data = posixpath.basename(upload[0].replace("\\", "/")), upload[1]
+        name = posixpath.basename(upload.filename.replace("\\", "/"))
+        checksum = req.param("file_checksum")
+        if checksum:  # checked first, as LRR does (it reads the whole file for it)
+            digest = hashlib.sha1()
+            for chunk in upload.chunks():
+                digest.update(chunk)
+            actual = digest.hexdigest()
+            if checksum != actual:
+                msg = f"Checksum mismatch: expected {checksum}, got {actual}."
+                return self.shapes.api_error("upload", msg, 417)
         if not name.lower().endswith(_UPLOAD_SUFFIXES) or name.startswith("."):
             ext = extension_of(name)
             return self.shapes.api_error("upload", f"Unsupported file extension ({ext})", 415)
-        checksum = req.param("file_checksum")
-        if checksum and checksum.lower() != hashlib.sha1(data).hexdigest():
-            return self.shapes.api_error("upload", "Checksum mismatch", 417)
-        arcid = hashlib.sha1(data[:512000]).hexdigest()
+        arcid = hashlib.sha1(upload.head(512000)).hexdigest()
         if self.lib.get(arcid) is not None:
             msg = (
                 "This file already exists in the Library. "
@@ -121,7 +127,7 @@ class WriteRoutes(ReadRoutes):
             return json_response(body, 409)
         if (self.lib.root / name).exists():
             return self.shapes.api_error("upload", "A file with this name already exists.", 409)
-        arc = self.lib.archive_at(self.lib.add_file(name, data))
+        arc = self.lib.archive_at(self.lib.add_file(name, upload.chunks()))
         if arc is None:
             return self.shapes.api_error("upload", "The file is not a readable archive.", 415)
         self._apply_upload_fields(req, arc)

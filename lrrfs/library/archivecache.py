@@ -1,0 +1,371 @@
+"""The archive files' bytes on disk, kept as they are read: one sparse file per archive.
+
+An archive's bytes never change under its id and size (a new size is a new
+archive), so what is kept never goes stale. Layout, under the disk cache's
+folder: `archive/<xx>/<sha1 of "arcid-size">`, one file each:
+
+    header (4 KiB): magic | archive size | block size | label length | label ("arcid-size")
+    map: one entry per block: its fingerprint | its length (0: not held), to a 4 KiB edge
+    data: block i at `data_start + i * BLOCK`; a block never written takes no disk space
+
+A block's map entry is written only once its bytes are on the device (an
+fdatasync of the file comes first), so a crash leaves blocks unmarked, never
+marked and missing. Each block is checked against its fingerprint when read (a
+CRC-32 of 512 bytes every 64 KiB and at its end): a block zeroed, cut, moved or
+of another file is a miss, fetched again. Not a CRC of every byte: that costs
+this machine 0.45 s of CPU per GB at each end, as much as the whole rest of a
+cold `cat`, against nothing a crash can cause (a bit flipped in place on the
+disk is served, as it would be from a local copy; zip readers check members'
+CRCs themselves). A file is made
+under a temporary name and linked into place, so two mounts making it at once
+end with one file, whole.
+
+Blocks move with direct I/O where the file system allows it (the buffers are
+page-aligned memory maps): no copy through the kernel's page cache, which
+costs this machine more CPU than the network does, so that storing an archive
+while `cat` reads it at the server's full speed takes almost nothing from it.
+
+Writing runs in one thread of its own, reading in a small pool; the trio side
+only queues work and waits on the jobs (`RangeJob`s, as downloads are).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import struct
+import threading
+import time
+import weakref
+import zlib
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..client import LrrError
+from ..client.ranges import RangeJob
+from .diskcache import TEMP_PREFIX, DiskCache
+
+log = logging.getLogger(__name__)
+
+KIND = "archive"  # the disk cache's folder for them
+BLOCK = 1 << 20
+PAGE = 4096  # direct I/O's alignment, and the header's size
+MAGIC = b"LRRFSAR1"
+HEADER = struct.Struct("<8sQIH")  # magic, archive size, block size, label length
+ENTRY = struct.Struct("<II")  # CRC-32, length
+QUEUE_BYTES = 64 << 20  # blocks waiting for the writer, at most: beyond, they are not kept
+COMMIT_BYTES = 32 << 20  # written blocks are made durable and marked at least this often
+READERS = 2  # threads reading blocks from the disk
+WRITER_NICENESS = 10
+STRIPE = 512  # bytes of each sample of a block's fingerprint...
+STRIDE = 64 << 10  # ...taken this far apart, and at its end
+
+
+class DamagedBlock(LrrError):
+    """A block the map said was held did not read back whole: now marked missing."""
+
+
+class CachedArchive:
+    """One archive's file: which blocks it holds; reading and writing them (blocking)."""
+
+    def __init__(self, path: Path, label: str, size: int) -> None:
+        self.path = path
+        self.size = size
+        self.blocks = -(-size // BLOCK)
+        self._label = label.encode("utf-8", "surrogateescape")
+        self._map_start = PAGE
+        self._data_start = _round_up(PAGE + self.blocks * ENTRY.size)
+        self._entries = bytearray(self.blocks * ENTRY.size)  # as last read or written
+        self._pending: list[tuple[int, int, int]] = []  # (index, crc, length) not yet marked
+        self._fd = self._open()
+        self._direct = _open_direct(path)
+
+    # -- opening ----------------------------------------------------------------
+
+    def _open(self) -> int:
+        for _ in range(3):
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(self.path, os.O_RDWR)
+                if self._read_header(fd):
+                    return fd
+                os.close(fd)
+                log.warning("disk cache: %s is not a cache file of this archive; replacing it",
+                            self.path)  # fmt: skip
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+            self._make()
+        raise OSError(errno.EIO, f"cannot make {self.path}")
+
+    def _header(self) -> bytes:
+        return HEADER.pack(MAGIC, self.size, BLOCK, len(self._label)) + self._label
+
+    def _read_header(self, fd: int) -> bool:
+        header = self._header()
+        if os.pread(fd, len(header), 0) != header:
+            return False
+        self._entries[:] = os.pread(fd, len(self._entries), self._map_start).ljust(
+            len(self._entries), b"\0"
+        )
+        return True
+
+    def _make(self) -> None:
+        """A fresh file under a temporary name, linked into place unless one is there."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.parent / f"{TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}"
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.pwrite(fd, self._header(), 0)
+            os.ftruncate(fd, self._data_start + self.size)
+            with contextlib.suppress(FileExistsError):
+                os.link(temp, self.path)
+        finally:
+            os.close(fd)
+            os.unlink(temp)
+
+    def refresh(self) -> None:
+        """Learn the blocks other mounts stored since (blocking)."""
+        with contextlib.suppress(OSError):
+            self._entries[:] = os.pread(self._fd, len(self._entries), self._map_start).ljust(
+                len(self._entries), b"\0"
+            )
+
+    def touch(self) -> None:
+        """Used now: evicted last."""
+        with contextlib.suppress(OSError):
+            now = time.time_ns()
+            os.utime(self._fd, ns=(now, now))
+
+    def close(self) -> None:
+        for fd in (self._fd, self._direct):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    # -- blocks -------------------------------------------------------------------
+
+    def held(self, index: int) -> bool:
+        length: int = ENTRY.unpack_from(self._entries, index * ENTRY.size)[1]
+        return length == self._length(index)
+
+    def _length(self, index: int) -> int:
+        return min(BLOCK, self.size - index * BLOCK)
+
+    def read(self, first: int, view: memoryview) -> None:
+        """Blocks from `first` on into `view`, each checked; DamagedBlock if one is not."""
+        offset = self._data_start + first * BLOCK
+        if self._transfer(os.preadv, view, offset) != len(view):
+            self._forget(first)
+            raise DamagedBlock(f"{self.path}: short read")
+        for start in range(0, len(view), BLOCK):
+            index = first + start // BLOCK
+            crc, length = ENTRY.unpack_from(self._entries, index * ENTRY.size)
+            if fingerprint(view[start : start + length]) != crc:
+                self._forget(index)
+                raise DamagedBlock(f"{self.path}: block {index} is damaged")
+
+    def write(self, first: int, view: memoryview) -> None:
+        """Blocks from `first` on (whole, as the server confirmed them), not yet marked."""
+        offset = self._data_start + first * BLOCK
+        if self._transfer(os.pwritev, view, offset) != len(view):
+            raise OSError(errno.ENOSPC, "short write")
+        for start in range(0, len(view), BLOCK):
+            index = first + start // BLOCK
+            block = view[start : start + BLOCK]
+            self._pending.append((index, fingerprint(block), len(block)))
+
+    def commit(self) -> None:
+        """Make the written blocks durable, then mark them held."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        os.fdatasync(self._fd)
+        for index, crc, length in pending:
+            entry = ENTRY.pack(crc, length)
+            os.pwrite(self._fd, entry, self._map_start + index * ENTRY.size)
+            self._entries[index * ENTRY.size : (index + 1) * ENTRY.size] = entry
+
+    def _forget(self, index: int) -> None:
+        blank = bytes(ENTRY.size)
+        self._entries[index * ENTRY.size : (index + 1) * ENTRY.size] = blank
+        with contextlib.suppress(OSError):
+            os.pwrite(self._fd, blank, self._map_start + index * ENTRY.size)
+
+    def _transfer(
+        self, call: Callable[[int, list[memoryview], int], int], view: memoryview, offset: int
+    ) -> int:
+        """Direct I/O when the file system, the buffer's place and the length allow it."""
+        if self._direct is not None and len(view) % PAGE == 0:
+            try:
+                return call(self._direct, [view], offset)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: a buffer not on a page edge
+                    raise
+        return call(self._fd, [view], offset)
+
+
+class ArchiveFiles:
+    """The archive files of one disk cache: opened as readers need them, one writer thread
+    storing blocks, a few threads loading them."""
+
+    def __init__(self, disk: DiskCache) -> None:
+        self._disk = disk
+        self._open: weakref.WeakValueDictionary[str, CachedArchive] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._queue: deque[tuple[CachedArchive, int, memoryview, Callable[[], None]]] = deque()
+        self._queued = 0
+        self._writing = 0
+        self._unmarked = False  # blocks written, not yet durable and marked
+        self._closed = False
+        self._loaders = ThreadPoolExecutor(READERS, thread_name_prefix="lrrfs-disk-read")
+        self._writer = threading.Thread(target=self._write_loop, name="lrrfs-disk-write",
+                                        daemon=True)  # fmt: skip
+        self._writer.start()
+        disk.before_close(self.close)
+
+    def open(self, arcid: str, size: int) -> CachedArchive | None:
+        """The archive's file (blocking), made if need be; None if the disk refuses."""
+        key = f"{arcid}-{size}"
+        found = self._open.get(key)
+        try:
+            if found is None:
+                found = CachedArchive(self._disk.path(KIND, key), key, size)
+                weakref.finalize(found, found.close)
+                self._open[key] = found
+            else:
+                found.refresh()
+            found.touch()
+        except OSError as exc:
+            log.warning("disk cache: the archive file %s cannot be kept: %s", arcid, exc)
+            return None
+        return found
+
+    def load(self, archive: CachedArchive, first: int, view: memoryview, job: RangeJob) -> None:
+        """Read blocks into `view` in a worker thread, reporting through `job`."""
+
+        def run() -> None:
+            try:
+                archive.read(first, view)
+            except OSError as exc:
+                job.finish(DamagedBlock(f"{archive.path}: {exc.strerror}"))
+            except DamagedBlock as exc:
+                job.finish(exc)
+            else:
+                job.advanced(len(view))
+                job.finish(None)
+
+        self._loaders.submit(run)
+
+    def save(
+        self, archive: CachedArchive, first: int, view: memoryview, done: Callable[[], None]
+    ) -> bool:
+        """Queue whole blocks for the disk; `done` runs (in the writer) once the writer no
+        longer needs `view`. False if too much is waiting: the blocks are not kept."""
+        with self._lock:
+            if self._closed or self._queued + len(view) > QUEUE_BYTES:
+                return False
+            self._queue.append((archive, first, view, done))
+            self._queued += len(view)
+            self._wakeup.notify()
+        return True
+
+    def drain(self, timeout: float) -> bool:
+        """Wait (blocking) until every queued block is written and marked, at most `timeout`
+        seconds: whether it came to that."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._queue or self._writing or self._unmarked:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wakeup.wait(left)
+        return True
+
+    def room(self) -> int:
+        with self._lock:
+            return QUEUE_BYTES - self._queued
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._closed = True
+            self._wakeup.notify_all()
+        self._writer.join(timeout)
+        self._loaders.shutdown(wait=False, cancel_futures=True)
+
+    def _write_loop(self) -> None:
+        # Storing is never urgent: the CPU is the readers' first.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
+        touched: set[CachedArchive] = set()
+        since_commit = 0
+        while True:
+            with self._lock:
+                while not self._queue and not self._closed and not touched:
+                    self._wakeup.wait()
+                if not self._queue:
+                    job = None
+                else:
+                    job = self._queue.popleft()
+                    self._writing += 1
+            if job is None:
+                self._commit(touched)  # the queue ran dry: what was written is marked now
+                since_commit = 0
+                with self._lock:
+                    self._unmarked = False
+                    self._wakeup.notify_all()  # for `drain`
+                    if self._closed and not self._queue:
+                        return
+                continue
+            archive, first, view, done = job
+            try:
+                archive.write(first, view)
+                touched.add(archive)
+                since_commit += len(view)
+            except OSError as exc:
+                log.warning("disk cache: cannot store blocks of %s: %s", archive.path, exc)
+            finally:
+                done()
+                with self._lock:
+                    self._queued -= len(view)
+                    self._writing -= 1
+                    self._unmarked = True
+            self._disk.grew(len(view))
+            if since_commit >= COMMIT_BYTES:
+                self._commit(touched)
+                since_commit = 0
+
+    @staticmethod
+    def _commit(touched: set[CachedArchive]) -> None:
+        for archive in touched:
+            try:
+                archive.commit()
+            except OSError as exc:
+                log.warning("disk cache: cannot mark blocks of %s: %s", archive.path, exc)
+        touched.clear()
+
+
+def fingerprint(block: memoryview) -> int:
+    """A CRC-32 of samples of the block: see the module's docstring."""
+    crc = 0
+    for start in range(0, len(block), STRIDE):
+        crc = zlib.crc32(block[start : start + STRIPE], crc)
+    return zlib.crc32(block[-STRIPE:], crc)
+
+
+def _round_up(size: int) -> int:
+    return -(-size // PAGE) * PAGE
+
+
+def _open_direct(path: Path) -> int | None:
+    """A second descriptor for direct I/O, if the file system has it (tmpfs has not)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(path, os.O_RDWR | flag)
+    except OSError:
+        return None

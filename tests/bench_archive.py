@@ -1,0 +1,199 @@
+"""The benchmark's archive file rows: lrrfs against curl, a minimal pyfuse3 file system
+(the floor), local copies and `rclone mount` (the peer), in the same run.
+
+    .venv/bin/python -m tests.benchmark --archive   # only these rows
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .benchmark import Mounts, Row, best_alternated, best_of, ratio_row, run, timed
+from .conftest import PYTHON, Mount, Server, wait_for
+from .peer import delayed, nginx, program, rclone_mount
+from .test_large import peak_rss_mb
+
+SMALL = 8192  # zathura's read size
+SMALL_READ_TOTAL = 64 << 20
+READER_PAGES = 10  # pages a comic reader opens first
+
+
+def curl_time(server: Server, arcid: str) -> float:
+    """`curl -o /dev/null` of the download URL: the fastest client of the server."""
+    url = f"{server.url}/api/archives/{arcid}/download"
+    token = base64.b64encode((server.key or "").encode()).decode()
+    header = f"Authorization: Bearer {token}" if server.key else "X-No-Key: 1"
+    curl = program("curl", "curl")
+    return timed(lambda: run([curl, "-sSf", "-o", "/dev/null", "-H", header, url]))
+
+
+def cat_time(path: Path) -> float:
+    return timed(lambda: run(["cat", str(path)]))
+
+
+def small_reads_time(path: Path, total: int = SMALL_READ_TOTAL) -> float:
+    """Reading the first `total` bytes in 8 KiB calls, as zathura reads a cbz."""
+
+    def job() -> None:
+        with open(path, "rb", buffering=0) as handle:
+            left = total
+            while left > 0 and (chunk := handle.read(SMALL)):
+                left -= len(chunk)
+
+    return timed(job)
+
+
+def reader_open_time(path: Path, local: Path) -> float:
+    """A comic reader opening a cbz: the zip's directory, then its first pages, in 8 KiB
+    reads (the places are taken from the local copy)."""
+    with zipfile.ZipFile(local) as archive:
+        members = archive.infolist()[:READER_PAGES]
+    size = local.stat().st_size
+
+    def read_span(handle, start: int, length: int) -> None:
+        handle.seek(start)
+        while length > 0 and (chunk := handle.read(min(SMALL, length))):
+            length -= len(chunk)
+
+    def job() -> None:
+        with open(path, "rb", buffering=0) as handle:
+            tail = min(size, 64 << 10)
+            read_span(handle, size - tail, tail)  # the end record and the directory
+            for member in members:
+                read_span(handle, member.header_offset, 64 + member.compress_size)
+
+    return timed(job)
+
+
+def drop_cached(path: Path) -> None:
+    """Drop a file's pages from the kernel's cache (a local or a FUSE file): cold again."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def floor_cat_time(local: Path, workdir: Path) -> float:
+    """`cat` of the archive through tests/memfs.py (bytes in memory, the same FUSE settings
+    as lrrfs's archive file): the fastest a Python FUSE file system reads it here."""
+    folder = workdir / "floor-archive"
+    folder.mkdir(exist_ok=True)
+    if not (folder / local.name).exists():
+        os.link(local, folder / local.name)
+    path = workdir / "mnt-floor-archive"
+    path.mkdir(exist_ok=True)
+
+    def once() -> float:
+        process = subprocess.Popen([PYTHON, "-m", "tests.memfs", str(folder), str(path)],
+                                   cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+        with Mount(path, process, workdir / "mnt-floor-archive.log"):
+            if not wait_for(lambda: os.path.ismount(path), 60):
+                raise RuntimeError("tests.memfs did not mount")
+            return cat_time(path / local.name)
+
+    return best_of(3, once)
+
+
+def archive_rows(
+    server: Server, mounts: Mounts, workdir: Path, latency: int, big_mb: int, arcid: str
+) -> Iterator[Row]:
+    local = server.library / "Big.zip"
+    yield from cat_rows(server, mounts, workdir, latency, big_mb, arcid, local)
+    yield from small_read_rows(server, mounts, workdir, latency, local)
+    yield memory_row(server, mounts, latency, local)
+
+
+def cat_rows(server, mounts, workdir, latency, big_mb, arcid, local) -> Iterator[Row]:
+    size_mb = local.stat().st_size / 1e6
+    cache = mounts.cache_dir()
+
+    def cold_cat() -> float:
+        shutil.rmtree(cache, ignore_errors=True)
+        with mounts.mount(server, cache) as mounted:
+            path = mounted.path / "Big" / "Big.zip"
+            path.stat()
+            return cat_time(path)
+
+    mine, curl = (
+        size_mb / t for t in best_alternated(3, cold_cat, lambda: curl_time(server, arcid))
+    )
+    floor = size_mb / floor_cat_time(local, workdir)
+    lower = min(curl, floor)
+    yield Row(f"`cat` of a {big_mb} MB archive, cold, vs `curl -o /dev/null` of its URL and "
+              "vs the pyfuse3 floor", latency, f"{mine:.0f} MB/s",
+              f"curl {curl:.0f}, floor {floor:.0f} MB/s",
+              f"{mine / curl:.2f}x curl, {mine / floor:.2f}x floor",
+              ">= 0.85x the lower", "yes" if mine >= 0.85 * lower else "NO")  # fmt: skip
+
+    # A cold `cat` at full speed may outrun the disk's writer (blocks not kept): a second
+    # mount's `cat` fetches those, a third one reads the disk only.
+    for _ in range(2):
+        with mounts.mount(server, cache) as mounted:
+            path = mounted.path / "Big" / "Big.zip"
+            path.stat()
+            server.clear_requests()
+            new_mount = cat_time(path)
+            asked = [r for r in server.requests() if r["path"].endswith("/download")]
+            same_mount = best_of(3, lambda path=path: cat_time(path))
+    local_cat = best_of(3, lambda: cat_time(local))
+    yield ratio_row("`cat` of it again, same mount, vs `cat` of a local copy", latency,
+                    same_mount, local_cat, "ms", "<= 1.5x")  # fmt: skip
+    yield ratio_row(f"`cat` of it again, new mount (disk cache; {len(asked)} requests), "
+                    "vs `cat` of a local copy", latency, new_mount, local_cat, "ms",
+                    "<= 1.5x")  # fmt: skip
+
+
+def small_read_rows(server, mounts, workdir, latency, local) -> Iterator[Row]:
+    total = min(SMALL_READ_TOTAL, local.stat().st_size)
+    mb = total >> 20
+    with mounts.mount(server) as mounted:
+        path = mounted.path / "Big" / "Big.zip"
+        path.stat()
+        cold = small_reads_time(path, total)
+        again = best_of(3, lambda: small_reads_time(path, total))
+    with mounts.mount(server) as mounted:
+        path = mounted.path / "Big" / "Big.zip"
+        path.stat()
+        opening = reader_open_time(path, local)
+    drop_cached(local)
+    local_cold = small_reads_time(local, total)
+    local_again = best_of(3, lambda: small_reads_time(local, total))
+    with nginx(server.library, workdir) as plain, delayed(plain, latency) as url:
+        with rclone_mount(url, workdir, "cold") as peer:
+            peer_cold = small_reads_time(peer / "Big.zip", total)
+            peer_again = best_of(3, lambda: small_reads_time(peer / "Big.zip", total))
+        with rclone_mount(url, workdir, "open") as peer:
+            peer_opening = reader_open_time(peer / "Big.zip", local)
+    yield ratio_row(f"8 KiB reads of {mb} MB of it, cold, vs rclone mount (VFS cache full)",
+                    latency, cold, peer_cold, "ms", "<= 1.0x")  # fmt: skip
+    yield ratio_row(f"8 KiB reads of the same {mb} MB again vs a local copy", latency,
+                    again, local_again, "ms", "<= 3x")  # fmt: skip
+    yield Row(f"(peer) rclone mount: 8 KiB reads of {mb} MB cold / again vs a local copy",
+              latency, "-", f"{peer_cold * 1000:.0f} / {peer_again * 1000:.0f} ms",
+              f"{peer_cold / local_cold:.1f}x / {peer_again / local_again:.1f}x time (local "
+              f"{local_cold * 1000:.0f} / {local_again * 1000:.0f} ms)", "-", "-")  # fmt: skip
+    yield ratio_row(f"a comic reader's open (8 KiB reads: directory, {READER_PAGES} pages), "
+                    "cold, vs rclone mount", latency, opening, peer_opening, "ms",
+                    "<= 1.0x")  # fmt: skip
+
+
+def memory_row(server, mounts, latency, local) -> Row:
+    """Peak memory of a mount reading 2 GB of archive: from the server, then the disk."""
+    with mounts.mount(server) as mounted:
+        path = mounted.path / "Big" / "Big.zip"
+        total = 0
+        while total < 2e9:
+            drop_cached(path)
+            run(["cat", str(path)])
+            total += local.stat().st_size
+        peak = peak_rss_mb(mounted.process.pid)
+    return Row(f"peak memory while reading {total / 1e9:.1f} GB of archive (server, then disk)",
+               latency, f"{peak:.0f} MB RSS", "-", "-", "< 300 MB",
+               "yes" if peak < 300 else "NO")  # fmt: skip
