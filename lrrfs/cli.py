@@ -129,7 +129,7 @@ config file): api_key_file=FILE, refresh_interval=S, timeout=S, cache_size=SIZE 
 memory_cache=SIZE, cache_dir=DIR, thumbnail_wait=S, ro (read_only), uid=N|NAME,
 gid=N|NAME, umask=OCTAL, allow_other, log_file=FILE, verbose (debug), debug_fuse,
 no_views, no_progress, clear_new_on_read, comic_names, folder_icons, allow_delete, offline,
-no_offline, probe_interval=S, config=FILE;
+no_offline, probe_interval=S, no_thumbnails, config=FILE;
 nosuid, nodev, noexec go to the kernel; rw, _netdev, nofail, noauto, user, x-* and other
 fstab words are ignored"""
 
@@ -251,6 +251,8 @@ def add_browsing_arguments(parser: argparse.ArgumentParser) -> None:
         ("--folder-icons", "a .directory file in each archive folder: Dolphin shows the cover "
          "as the folder's icon"),
         ("--allow-delete", "rm -r of an archive's folder deletes the archive on the server"),
+        ("--no-thumbnails", "do not put thumbnails of listed folders' pages (made from the "
+         "server's small pictures) in the file managers' thumbnail cache"),
     ):  # fmt: skip
         parser.add_argument(flag, action="store_true", default=None, help=text)
 
@@ -282,7 +284,7 @@ FLAG_SETTINGS = ("api_key_file", "refresh_interval", "timeout", "cache_size", "m
                  "read_only", "uid", "gid", "umask", "allow_other", "log_file", "verbose",
                  "debug_fuse", "insecure", "no_views", "no_progress",
                  "clear_new_on_read", "comic_names", "folder_icons", "allow_delete", "offline",
-                 "no_offline", "probe_interval")  # fmt: skip
+                 "no_offline", "probe_interval", "no_thumbnails")  # fmt: skip
 
 
 def mount_settings(args: argparse.Namespace) -> tuple[Settings, frozenset[str]]:
@@ -377,6 +379,7 @@ def mount_options(args: argparse.Namespace) -> tuple[MountOptions, Settings]:
         offline=offline_mode(settings),
         probe_interval=number(settings["probe_interval"]),
         allow_delete=bool(settings["allow_delete"]),
+        desktop_thumbnails=not settings["no_thumbnails"],
     )
     return options, settings
 

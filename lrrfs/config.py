@@ -169,6 +169,7 @@ SETTINGS: dict[str, Setting] = {
     "no_offline": Setting(_flag, "never go offline: fail to mount, and wait, without the server"),
     "probe_interval": Setting(_positive, "offline: the most seconds between looks for the server"),
     "allow_delete": Setting(_flag, "rm -r of an archive's folder deletes it on the server"),
+    "no_thumbnails": Setting(_flag, "do not fill file managers' thumbnail cache"),
 }
 
 DEFAULTS: Settings = {
@@ -192,6 +193,7 @@ DEFAULTS: Settings = {
     "no_offline": False,
     "probe_interval": 60.0,
     "allow_delete": False,
+    "no_thumbnails": False,
 }
 
 # -o names users bring from other FUSE file systems and fstab, as lrrfs settings.

@@ -30,6 +30,7 @@ from .fs.calls import MAX_TASKS
 from .fs.readahead import set_read_ahead
 from .library import Changes, Library
 from .library.background import repeat
+from .library.desktop import start_desktop_thumbnails
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class MountOptions:
     offline: Mode = Mode.AUTO  # unreachable: serve the disk cache (AUTO), always, or never
     probe_interval: float = 60.0  # offline: the most seconds between two probes of the server
     allow_delete: bool = False  # rm -r of an archive folder deletes the archive on the server
+    desktop_thumbnails: bool = True  # file managers' thumbnail cache filled for listed folders
 
 
 Ready = Callable[[str | None], None]  # called once: None when mounted, else the reason
@@ -240,6 +242,17 @@ def _start_background(
     nursery.start_soon(library.client.link.watch, lambda: _reconnect(library))
 
 
+def _start_desktop_thumbnails(
+    nursery: trio.Nursery, options: MountOptions, library: Library, ops: LrrOperations
+) -> None:
+    if not options.desktop_thumbnails:
+        return
+    thumbnails = start_desktop_thumbnails(library, options.mountpoint, ops.ownership.uid)
+    if thumbnails is not None:
+        ops.on_folder_listed = thumbnails.listed
+        nursery.start_soon(thumbnails.run)
+
+
 async def serve(options: MountOptions, ready: Ready) -> None:
     """Mount and serve until a signal or an external unmount."""
     # Signals are caught from the start: one that comes while mounting stops the mount
@@ -274,6 +287,7 @@ async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int
     try:
         async with trio.open_nursery() as nursery:
             ops.attach(nursery)
+            _start_desktop_thumbnails(nursery, options, library, ops)
             # pyfuse3.main and every call it is running: cancelled on the way down (their
             # callers get an error as the mount goes), so a hung server cannot hold it up.
             handlers = trio.CancelScope()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import platform
@@ -48,9 +49,11 @@ class Sizes:
     viewer_pages: int = 100  # pages of the image-viewer row
     big_mb: int = 500  # the archive read with `cat`
     read_gb: float = 2.0  # bytes read in the memory row
+    thumbnail_pages: int = 100  # 2 MB pages of the file-manager row
 
 
-QUICK = Sizes(many=2_000, huge=10_000, pages=100, viewer_pages=50, big_mb=200, read_gb=0.5)
+QUICK = Sizes(many=2_000, huge=10_000, pages=100, viewer_pages=50, big_mb=200, read_gb=0.5,
+              thumbnail_pages=50)  # fmt: skip
 
 
 @dataclass
@@ -307,6 +310,112 @@ def floor_times(folder: Path, workdir: Path) -> tuple[float, float]:
     return first, again
 
 
+def thumbnailer_view(folder: Path, thumbnails: Path) -> tuple[float, int, int]:
+    """A file manager opening a folder: list it, then for each page, as its thumbnailer
+    (tumbler, gnome-desktop) does, look the page's "large" thumbnail up in the cache
+    (valid for its URI and mtime: draw it), else read the page whole, scale it and store
+    the thumbnail. Seconds, bytes of pages read, pages read."""
+    from PIL import Image
+
+    from lrrfs.library.freedesktop import Target, file_uri, is_valid, thumbnail_name
+
+    started = time.perf_counter()
+    names = sorted(n for n in os.listdir(folder) if n[0].isdigit())
+    read = pages = 0
+    for name in names:
+        info = (folder / name).stat()
+        target = Target(file_uri(os.fsencode(folder / name)), int(info.st_mtime), info.st_size)
+        cached = thumbnails / "large" / thumbnail_name(target.uri)
+        if is_valid(cached, target):
+            Image.open(cached).load()
+            continue
+        data = (folder / name).read_bytes()
+        read, pages = read + len(data), pages + 1
+        with Image.open(io.BytesIO(data)) as image:
+            image.thumbnail((256, 256))
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            image.save(cached, "PNG")
+    return time.perf_counter() - started, read, pages
+
+
+def make_photo_pages(path: Path, pages: int) -> None:
+    """An archive of `pages` real 2 MB JPEG pages (1400x2000, noisy: a thumbnailer must
+    decode them), one picture told apart by a comment per page; stored, as scans are."""
+    from PIL import Image
+
+    noise = Image.effect_noise((1400, 2000), 60).convert("RGB")
+    picture = Image.blend(noise, Image.linear_gradient("L").resize(noise.size).convert("RGB"), 0.5)
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=95)
+    body = out.getvalue()[2:]
+    members = []
+    for i in range(1, pages + 1):
+        comment = f"page {i}".encode()
+        segment = b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment
+        members.append((f"{i:04d}.jpg", b"\xff\xd8" + segment + body))
+    write_zip(path, members)
+
+
+def thumbnail_rows(library: Path, mounts: Mounts, latency: int, pages: int):
+    """A file manager showing a folder of 2 MB pages on a new mount, with the thumbnail
+    cache filled by lrrfs from the server's small pictures, and without (--no-thumbnails).
+    "At once": its thumbnailer starts as soon as the folder is listed, and reads itself the
+    pages lrrfs has not done by then. "Listed before": the folder was listed a while
+    before (an earlier visit, `ls`, icons scrolled into view later). Each run gets a new
+    server, which makes its page pictures on demand (202, then a job), as a real one does
+    for a folder nobody looked at yet."""
+    for scenario in ("at once", "listed before"):
+        runs = {}
+        for label, args in (("with", ()), ("without", ("--no-thumbnails",))):
+            with serving(library, mounts.workdir) as server:
+                server.faults(latency_ms=latency)
+                make_server_thumbnails(server, [a["arcid"] for a in server.archives()])
+                runs[label] = thumbnailer_run(server, mounts, latency, scenario, args)
+        (mine, mine_mb, read_pages, gets), (theirs, their_mb, _, their_gets) = (
+            runs["with"],
+            runs["without"],
+        )
+        yield Row(f"file-manager view of a new mount's {pages}-page folder of 2 MB JPEG pages, "
+                  f"{scenario} (thumbnailer: look up the cache, else read and scale the "
+                  "page): with / without lrrfs's thumbnails", latency,
+                  f"{mine * 1000:.0f} ms, {mine_mb:.1f} MB ({read_pages} pages read, "
+                  f"{gets} requests)",
+                  f"{theirs * 1000:.0f} ms, {their_mb:.1f} MB ({their_gets} requests)",
+                  f"{mine / theirs:.2f}x time, {mine_mb / their_mb:.3f}x bytes", "-",
+                  "-")  # fmt: skip
+
+
+def thumbnailer_run(server: Server, mounts: Mounts, latency: int, scenario: str, args):
+    """Seconds of the view, MB moved for it (pages read, and lrrfs's pictures from the
+    server), pages read, requests for pages or pictures the server served."""
+    path = mounts.workdir / f"mnt-thumbs-{len(args)}-{scenario}-{latency}" / "lrr"
+    cache = mounts.cache_dir()
+    thumbnails = path.parent / "lrr.cache" / "thumbnails"
+    with start_mount(server, path, args=(*MOUNT_ARGS, "--cache-dir", str(cache), *args)):
+        folder = path / "Thumbs"
+        server.clear_requests()
+        if scenario == "listed before":
+            names = [n for n in os.listdir(folder) if n[0].isdigit()]
+            if not args:  # lrrfs fills the cache meanwhile
+                wait_for(lambda: thumbnails_made(folder, names, thumbnails), 120)
+        seconds, read, read_pages = thumbnailer_view(folder, thumbnails)
+        asked = [r["path"] for r in server.requests()]
+        gets = sum(("/page?" in p or "/download" in p or "/thumbnail?page" in p) for p in asked)
+        pictures = sum(f.stat().st_size for f in cache.rglob("pagethumb/*/*"))
+    shutil.rmtree(path.parent, ignore_errors=True)
+    return seconds, (read + pictures) / 1e6, read_pages, gets
+
+
+def thumbnails_made(folder: Path, names: list[str], thumbnails: Path) -> bool:
+    from lrrfs.library.freedesktop import file_uri, thumbnail_name
+
+    return all(
+        (thumbnails / size / thumbnail_name(file_uri(os.fsencode(folder / name)))).exists()
+        for name in names
+        for size in ("normal", "large", "x-large")
+    )
+
+
 def memory_row(server: Server, mounts: Mounts, latency: int, sizes: Sizes):
     with mounts.mount(server) as mounted:
         run(["ls", "-l", str(mounted.path)])
@@ -325,6 +434,7 @@ def memory_row(server: Server, mounts: Mounts, latency: int, sizes: Sizes):
 
 
 def build(workdir: Path, sizes: Sizes) -> tuple[Path, Path, Path]:
+    make_photo_pages(workdir / "thumbs" / "Thumbs.zip", sizes.thumbnail_pages)
     main = workdir / "main"
     make_archive(main / "Pages.zip", sizes.pages, page_bytes=PAGE_BYTES)
     make_archive(main / "Viewer.zip", sizes.viewer_pages, page_bytes=PAGE_BYTES)
@@ -366,6 +476,7 @@ def measure(workdir: Path, sizes: Sizes) -> list[Row]:
     from .bench_archive import archive_rows
 
     main, many, huge = build(workdir, sizes)
+    thumbs = workdir / "thumbs"
     mounts = Mounts(workdir)
     rows: list[Row] = []
     with serving(main, workdir) as server_main, serving(many, workdir) as server_many:
@@ -382,11 +493,21 @@ def measure(workdir: Path, sizes: Sizes) -> list[Row]:
             rows += archive_rows(server_main, mounts, workdir, latency, sizes.big_mb,
                                  ids["Big"])  # fmt: skip
             rows += warm_read_rows(server_main, mounts, workdir, latency)
+            rows += thumbnail_rows(thumbs, mounts, latency, sizes.thumbnail_pages)
     with serving(huge, workdir) as server_huge:
         for latency in LATENCIES:
             server_huge.faults(latency_ms=latency)
             rows.append(memory_row(server_huge, mounts, latency, sizes))
     return rows
+
+
+def measure_thumbnails(workdir: Path, sizes: Sizes) -> list[Row]:
+    library = workdir / "thumbs"
+    make_photo_pages(library / "Thumbs.zip", sizes.thumbnail_pages)
+    mounts = Mounts(workdir)
+    return [
+        r for ms in LATENCIES for r in thumbnail_rows(library, mounts, ms, sizes.thumbnail_pages)
+    ]
 
 
 def print_table(rows: list[Row]) -> None:
@@ -409,10 +530,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller libraries, a quick look")
     parser.add_argument("--archive", action="store_true", help="only the archive file's rows")
+    parser.add_argument("--thumbnails-only", action="store_true", help="the file-manager rows")
     args = parser.parse_args()
+    sizes = QUICK if args.quick else Sizes()
     with tempfile.TemporaryDirectory(prefix="lrrfs-bench-") as tmp:
-        sizes = QUICK if args.quick else Sizes()
-        rows = (measure_archive if args.archive else measure)(Path(tmp), sizes)
+        if args.thumbnails_only:
+            rows = measure_thumbnails(Path(tmp), sizes)
+        else:
+            rows = (measure_archive if args.archive else measure)(Path(tmp), sizes)
     print_table(rows)
 
 

@@ -66,7 +66,8 @@ def test_a_remount_serves_pages_thumbnail_and_listing_from_the_disk_cache(server
         cold = read_all(pages_of(folder))
         thumbnail = (folder / "thumbnail.jpg").read_bytes()
     assert list(cold.values()) == served_pages(server, "Comic")
-    with mount(server, tmp_path, "second", cache) as second:
+    # (Desktop thumbnails off: the first mount may not have fetched every page's picture.)
+    with mount(server, tmp_path, "second", cache, "--no-thumbnails") as second:
         folder = second.path / "Comic"
         server.clear_requests()
         subprocess.run(["ls", "-l", str(folder)], check=True, capture_output=True)

@@ -156,10 +156,12 @@ def test_a_thumbnailer_pass_costs_one_request_per_page_once(
 ) -> None:
     """The figure in docs/guide.md: a file manager making thumbnails of a folder fetches
     each page once at most (whatever it reads of it; a zip's pages come several to a
-    request); looking again costs nothing. The status counter agrees with the server."""
+    request); looking again costs nothing. The status counter agrees with the server.
+    Without lrrfs's own thumbnails (--no-thumbnails): what the file manager costs by itself."""
     env = lrrfs_env(tmp_path, LRR_API_KEY=KEY)
     mountpoint = tmp_path / "lrr"
-    with foreground_mount(mount_args(status_server, mountpoint), mountpoint, env):
+    args = mount_args(status_server, mountpoint, "--no-thumbnails")
+    with foreground_mount(args, mountpoint, env):
         folder = mountpoint / "Volume 2"
         before = status_json(mountpoint, env)["requests"]
         status_server.clear_requests()

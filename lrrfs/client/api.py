@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 THUMBNAIL_POLL = 0.25
+MAX_JOB_POLL = 2.0  # seconds between polls of a long server job, at most
 PLACEHOLDER_NAME = "noThumb.png"
 # Body caps, by what an answer is: past them it is no real answer (transport.py).
 ARCHIVE_LIST_CAP = 96 << 20  # ~150,000 archives of a real server's JSON
@@ -584,7 +585,8 @@ class LrrClient:
                 )  # fmt: skip
                 self._raise_for_status(response, what)
                 if response.status_code == 202:
-                    await self._wait_for_job(self._json(response, what), what)
+                    job = self._job_number(self._json(response, what), what)
+                    await self.wait_for_job(job, what)
                     continue
                 expect_file(response, what)
                 if content_disposition_filename(response.headers.raw) != PLACEHOLDER_NAME:
@@ -597,10 +599,36 @@ class LrrClient:
         expect_file(response, what)
         return Thumbnail(response.content, placeholder=True)
 
-    async def _wait_for_job(self, body: Any, what: str) -> None:
+    async def page_thumbnail(self, arcid: str, page: int) -> bytes | int:
+        """The server's small picture of page `page` (1 = the first; 0.9 servers), or the
+        number of the job making it (202): `wait_for_job`, then ask again."""
+        what = f"thumbnail of page {page} of {arcid}"
+        response = await self._send(
+            "GET", self.api_url(f"/api/archives/{arcid}/thumbnail"), what=what,
+            params={"page": str(page), "no_fallback": "true"}, headers=FILE_HEADERS,
+            cap=THUMBNAIL_CAP,
+        )  # fmt: skip
+        self._raise_for_status(response, what)
+        if response.status_code == 202:
+            return self._job_number(self._json(response, what), what)
+        expect_file(response, what)
+        name = content_disposition_filename(response.headers.raw) or ""
+        if name == PLACEHOLDER_NAME or name.startswith(arcid):  # the cover: no page thumbnails
+            raise BadResponse(f"{what}: the server sent {name!r}, not a picture of the page")
+        return response.content
+
+    @staticmethod
+    def _job_number(body: Any, what: str) -> int:
         job = body.get("job") if isinstance(body, dict) else None
-        if not isinstance(job, int | str) or number(str(job)) is None:
+        found = number(str(job)) if isinstance(job, int | str) else None
+        if found is None:
             raise BadResponse(f"{what}: 202 without a job number")
+        return found
+
+    async def wait_for_job(self, job: int, what: str) -> None:
+        """Poll a server job (Minion) until it finishes, less often as it goes on; the
+        caller bounds the wait. ServerError if the job failed."""
+        pause = THUMBNAIL_POLL
         while True:
             state = await self._get_json(f"/api/minion/{job}", f"{what} (job {job})")
             status = state.get("state") if isinstance(state, dict) else None
@@ -608,7 +636,8 @@ class LrrClient:
                 return
             if status == "failed":
                 raise ServerError(f"{what}: the server's thumbnail job failed", 500)
-            await trio.sleep(THUMBNAIL_POLL)
+            await trio.sleep(pause)
+            pause = min(pause * 1.5, MAX_JOB_POLL)
 
     async def download_info(self, arcid: str) -> DownloadInfo:
         """HEAD of `/download`: the archive's exact length and its file name."""

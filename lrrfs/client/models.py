@@ -192,6 +192,12 @@ class ServerInfo:
         """`GET /files` exists from 0.8.2 on; older servers only have `POST /extract`."""
         return self.version_tuple >= (0, 8, 2)
 
+    @property
+    def has_page_thumbnails(self) -> bool:
+        """`thumbnail?page=N&no_fallback=true` makes a small picture of page N (0.9 on);
+        older servers answer the cover whatever the page."""
+        return self.version_tuple >= (0, 9)
+
 
 @dataclass(frozen=True, slots=True)
 class Category:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
@@ -109,6 +109,8 @@ class OperationsBase(pyfuse3.Operations):
         self._forgetting = 0  # kernel updates for library changes still running
         self._forgotten = trio.Event()  # set while none runs
         self._kernel_cache: KernelPageCache | None = None
+        # An archive's folder was listed (desktop thumbnails are made for it): its arcid.
+        self.on_folder_listed: Callable[[str], None] = lambda arcid: None
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Give the adapter a nursery for background work (invalidations, progress, prefetch)."""

@@ -82,6 +82,7 @@ class LrrOperations(ChangesOperations):
             names, nodes = self._root_entries()
         elif node.kind is Kind.ARCHIVE:
             names, nodes = await self._archive_entries(node.arcid)
+            self.on_folder_listed(node.arcid)
         elif node.kind is Kind.VIEW:
             names, nodes = await views.entries(self.library, node)
         else:

@@ -56,7 +56,7 @@ WRITER_NICENESS = 10
 TOUCH_SECONDS = 2.0  # uses are stamped at most this long after they happen
 QUIET_SECONDS = 0.25  # writes wait until reading has paused this long...
 BACKLOG_BYTES = QUEUE_BYTES // 2  # ...unless this much is waiting
-BULKY = frozenset({"page", "thumb", "archive"})  # kinds evicted before the others
+BULKY = frozenset({"page", "thumb", "pagethumb", "archive"})  # kinds evicted before the others
 PINS_DIR = "pins"
 
 
