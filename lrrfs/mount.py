@@ -250,6 +250,7 @@ def _start_desktop_thumbnails(
     thumbnails = start_desktop_thumbnails(library, options.mountpoint, ops.ownership.uid)
     if thumbnails is not None:
         ops.on_folder_listed = thumbnails.listed
+        ops.on_thumbnailer_reading = thumbnails.thumbnailer_reading
         nursery.start_soon(thumbnails.run)
 
 

@@ -14,6 +14,8 @@ import io
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -119,6 +121,33 @@ def test_listing_fills_the_cache_without_reading_a_page(library, tmp_path):
             mount.path / ODD_TITLE
         )  # GLib's own escapes of the odd title, as the cache names it
         assert stat.S_IMODE(root.stat().st_mode) == 0o700
+
+
+THUMBNAILER = """
+import ctypes, sys
+ctypes.CDLL(None).prctl(15, b"gnome-thumbnailer", 0, 0, 0)  # PR_SET_NAME, as GNOME's is named
+with open(sys.argv[1], "rb") as page:
+    page.read()
+"""
+
+
+def test_a_file_managers_own_thumbnailer_gets_the_folder(library, tmp_path):
+    """A thumbnailer reading the pages as soon as the folder is listed (the server's pictures
+    not made yet) gets the folder to itself: lrrfs's filling stops, and goes on with the
+    next folder."""
+    with (
+        start_server(library, tmp_path, extra=("--thumbnail-delay", "3")) as server,
+        start_mount(server, tmp_path / "mnt") as mount,
+    ):
+        root = thumbnail_root(mount)
+        folder = mount.path / "Plain Pages"
+        pages = [f for f in thumbnailed_files(folder) if f.name[0].isdigit()]
+        assert wait_for(lambda: page_thumbnail_requests(server))  # lrrfs is at it
+        subprocess.run([sys.executable, "-c", THUMBNAILER, str(pages[0])], check=True)
+        assert wait_for(lambda: "left to the file manager's thumbnailer" in mount.log_text())
+        wide = thumbnailed_files(mount.path / "Wide Page")  # the next folder: done next
+        assert wait_for(lambda: complete(root, wide, ("normal",)))
+        assert not any(cache_path(root, "normal", page).exists() for page in pages)
 
 
 def test_size_classes_are_never_scaled_up(library, tmp_path):

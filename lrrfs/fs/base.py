@@ -111,6 +111,8 @@ class OperationsBase(pyfuse3.Operations):
         self._kernel_cache: KernelPageCache | None = None
         # An archive's folder was listed (desktop thumbnails are made for it): its arcid.
         self.on_folder_listed: Callable[[str], None] = lambda arcid: None
+        # A file manager's thumbnailer reads pages of an archive (it makes its own).
+        self.on_thumbnailer_reading: Callable[[str], None] = lambda arcid: None
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Give the adapter a nursery for background work (invalidations, progress, prefetch)."""

@@ -205,6 +205,8 @@ class LrrOperations(ChangesOperations):
             # Opening a page is reading it: a re-read may come from the kernel's cache,
             # without a read call. lrrfs's own fetches never open a file.
             by_person, turned_bulk = self._readers.opened(ctx.pid, node.arcid)
+            if not by_person and self._readers.thumbnailer(ctx.pid):
+                self.on_thumbnailer_reading(node.arcid)
             self.library.page_opened(node.arcid, node.number, by_person)
             if turned_bulk:
                 self.library.read_in_bulk(node.arcid)

@@ -35,7 +35,14 @@ def program_name(pid: int) -> str:
 
 
 def named_bulk(name: str) -> bool:
-    return name in BULK_PROGRAMS or name.endswith(("thumbnailer", "-thumbnail"))
+    return name in BULK_PROGRAMS or named_thumbnailer(name)
+
+
+def named_thumbnailer(name: str) -> bool:
+    """A file manager's thumbnailer: tumbler's daemon, or a helper named for it
+    (gdk-pixbuf-thumbnailer, ffmpegthumbnailer, evince-thumbnailer...; the kernel keeps 15
+    characters of a name: "gdk-pixbuf-thum")."""
+    return name == "tumblerd" or "thum" in name
 
 
 class Readers:
@@ -64,6 +71,10 @@ class Readers:
             self._bulk[key] = now
             return False, True
         return True, False
+
+    def thumbnailer(self, pid: int) -> bool:
+        """Whether program `pid` is a file manager's thumbnailer."""
+        return named_thumbnailer(self._name(pid, time.monotonic()))
 
     def _name(self, pid: int, now: float) -> str:
         name, when = self._names.get(pid, ("", -NAME_SECONDS))

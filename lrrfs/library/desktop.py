@@ -84,6 +84,7 @@ class DesktopThumbnails:
         self._queue: OrderedDict[str, None] = OrderedDict()
         self._queued = trio.Event()
         self._done: dict[str, str] = {}  # arcid -> the folder name it was done under
+        self._filling: tuple[str, trio.CancelScope] | None = None  # the folder being done
         self._disk = trio.CapacityLimiter(1)  # one thread scales and writes
 
     def listed(self, arcid: str) -> None:
@@ -108,7 +109,25 @@ class DesktopThumbnails:
                 await self._queued.wait()
                 continue
             arcid, _ = self._queue.popitem(last=True)
-            await quietly(self._fill(arcid), f"desktop thumbnails of archive {arcid}")
+            with trio.CancelScope() as scope:
+                self._filling = (arcid, scope)
+                await quietly(self._fill(arcid), f"desktop thumbnails of archive {arcid}")
+            self._filling = None
+
+    def thumbnailer_reading(self, arcid: str) -> None:
+        """The file manager's own thumbnailer reads the archive's pages: it got there first,
+        and thumbnails made meanwhile would only compete with it for the CPU and the server.
+        The folder is left to it (until its name changes)."""
+        self._queue.pop(arcid, None)
+        try:
+            name = self.library.get(arcid).name
+        except LrrError:
+            return
+        if self._done.get(arcid) != name:
+            self._done[arcid] = name
+            log.info("desktop thumbnails: %s: left to the file manager's thumbnailer", name)
+        if self._filling is not None and self._filling[0] == arcid:
+            self._filling[1].cancel()
 
     async def _fill(self, arcid: str) -> None:
         archive = self.library.get(arcid)
