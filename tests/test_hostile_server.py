@@ -45,7 +45,7 @@ DEADLINE = 3.0  # --timeout of the mounts here
 SLACK = 5.0  # what a loaded 2-core machine may add to the deadline
 RSS_CAP_MB = 300
 SEARCH_LOOKED_AT = "x"  # the search whose answers never end
-SEARCH_PAGES = 1_000  # lrrfs/client/api.py: pages of a paged search followed, at most
+SEARCH_PAGES = 1_000  # lrrfs/client/session.py: pages of a paged search followed, at most
 
 
 def book(index: int) -> str:
