@@ -25,7 +25,7 @@ from pathlib import Path
 
 import trio
 
-from ..client import LrrError
+from ..client import LrrError, NotFound
 from . import THUMBNAIL_NAME, Archive, Library
 from .background import quietly
 from .freedesktop import Target, ThumbnailFolder, file_uri
@@ -111,7 +111,7 @@ class DesktopThumbnails:
             arcid, _ = self._queue.popitem(last=True)
             with trio.CancelScope() as scope:
                 self._filling = (arcid, scope)
-                await quietly(self._fill(arcid), f"desktop thumbnails of archive {arcid}")
+                await quietly(self._fill_unless_gone(arcid), f"desktop thumbnails of {arcid}")
             self._filling = None
 
     def thumbnailer_reading(self, arcid: str) -> None:
@@ -128,6 +128,13 @@ class DesktopThumbnails:
             log.info("desktop thumbnails: %s: left to the file manager's thumbnailer", name)
         if self._filling is not None and self._filling[0] == arcid:
             self._filling[1].cancel()
+
+    async def _fill_unless_gone(self, arcid: str) -> None:
+        """An archive deleted meanwhile (`rm -r` lists the folder it deletes) is no failure."""
+        try:
+            await self._fill(arcid)
+        except* NotFound:
+            log.debug("desktop thumbnails: archive %s is gone", arcid)
 
     async def _fill(self, arcid: str) -> None:
         archive = self.library.get(arcid)
