@@ -204,7 +204,7 @@ def test_journal_lines_carry_the_level_and_show_requests_without_the_key(
     text = log.read_text()
     failed = r"^<4>lrrfs\.library\.background: refresh of the archive list failed"
     assert re.search(failed, text, re.M)
-    assert re.search(r"^<7>lrrfs\.client\.api: .*HTTP 503, retrying", text, re.M)
+    assert re.search(r"^<7>lrrfs\.client\.session: .*HTTP 503, retrying", text, re.M)
     request = r'^<6>httpx: HTTP Request: GET http://127\.0\.0\.1:\d+/api/archives "HTTP/1\.1 503'
     assert re.search(request, text, re.M)
     assert not TIMESTAMP.search(text)
