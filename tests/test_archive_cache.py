@@ -300,3 +300,25 @@ def test_eviction_under_a_small_cap_while_open_keeps_bytes_exact(server, tmp_pat
                 assert b"".join(iter(lambda: handle.read(256 << 10), b"")) == original, round_
                 drop_kernel_cache(path)
         assert wait_for(lambda: block_bytes(cache) < 6 << 20)
+
+
+def test_archive_files_no_reader_holds_close_their_descriptors(tmp_path):
+    """A mount reads many archives over its life: the cache files of those no reader holds
+    any more must not keep descriptors open (EMFILE after a few hundred archives)."""
+    import gc
+
+    from lrrfs.library.archivecache import ArchiveFiles
+    from lrrfs.library.diskcache import DiskCache
+
+    disk = DiskCache(tmp_path / "cache", 1 << 30)
+    try:
+        files = ArchiveFiles(disk)
+        before = len(os.listdir("/proc/self/fd"))
+        held = files.open("a" * 40, 3 * BLOCK)
+        for index in range(50):
+            assert files.open(f"{index:040x}", 3 * BLOCK) is not None
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) - before <= 2  # the held one's only
+        assert held is not None and not held.held(0)
+    finally:
+        disk.close()

@@ -83,6 +83,9 @@ class CachedArchive:
         self._pending: list[tuple[int, int, int]] = []  # (index, crc, length) not yet marked
         self._fd = self._open()
         self._direct = _open_direct(path)
+        # The descriptors close when the last reader lets go of the object (or at `close`):
+        # a finalizer that held the object itself would keep every archive ever read open.
+        self._closer = weakref.finalize(self, _close_all, self._fd, self._direct)
 
     # -- opening ----------------------------------------------------------------
 
@@ -140,10 +143,7 @@ class CachedArchive:
             os.utime(self._fd, ns=(now, now))
 
     def close(self) -> None:
-        for fd in (self._fd, self._direct):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        self._closer()  # once only: a descriptor number may be another file's afterwards
 
     # -- blocks -------------------------------------------------------------------
 
@@ -234,7 +234,6 @@ class ArchiveFiles:
         try:
             if found is None:
                 found = CachedArchive(self._disk.path(KIND, key), key, size)
-                weakref.finalize(found, found.close)
                 self._open[key] = found
             else:
                 found.refresh()
@@ -376,6 +375,13 @@ def fingerprint(block: memoryview) -> int:
     for start in range(0, len(block), STRIDE):
         crc = zlib.crc32(block[start : start + STRIPE], crc)
     return zlib.crc32(block[-STRIPE:], crc)
+
+
+def _close_all(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _round_up(size: int) -> int:
