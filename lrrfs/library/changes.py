@@ -17,7 +17,7 @@ from ..client import Category, LrrError, NotFound, ServerError
 from ..client import writes as api
 from ..client.writes import NoUploadApi, UploadProgress, UploadRefused, file_sha1
 from .archive import Archive
-from .editing import EditError, EditNotAllowed, EditNotKept
+from .editing import EditError, EditNotKept
 from .saving import LibraryEditing
 from .views import CATEGORIES, TANKOUBONS, ViewFolder
 
@@ -69,13 +69,7 @@ class LibraryChanges(LibraryEditing):
     uploads: dict[int, UploadProgress]  # uploads under way, for `lrrfs status`
 
     def _check_changeable(self, what: str) -> None:
-        if self.read_only:
-            raise EditNotAllowed(f"{what}: the mount is read-only")
-        if not self.client.has_key:
-            raise EditNotAllowed(
-                f"{what}: changing the library needs the server's API key "
-                "(mount with --api-key-file FILE or LRR_API_KEY)"
-            )
+        self._check_allowed(what, "changing the library")
 
     @property
     def has_tankoubons(self) -> bool:

@@ -35,11 +35,15 @@ class LibraryEditing(LibraryPages):
         return self.client.has_key and not self.read_only
 
     def _check_editable(self, archive: Archive) -> None:
+        self._check_allowed(archive.name, "saving")
+
+    def _check_allowed(self, what: str, doing: str) -> None:
+        """EditNotAllowed unless the mount may write to the server: `doing` needs a key."""
         if self.read_only:
-            raise EditNotAllowed(f"{archive.name}: the mount is read-only")
+            raise EditNotAllowed(f"{what}: the mount is read-only")
         if not self.client.has_key:
             raise EditNotAllowed(
-                f"{archive.name}: saving needs the server's API key "
+                f"{what}: {doing} needs the server's API key "
                 "(mount with --api-key-file FILE or LRR_API_KEY)"
             )
 
