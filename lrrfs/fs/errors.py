@@ -12,6 +12,7 @@ import errno
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from types import UnionType
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -28,35 +29,29 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+# The first class an error is an instance of decides its errno; the order matters (an
+# EditNotKept is an EditError, and is the server's doing, not the text's).
+ERRNOS: tuple[tuple[type[Exception] | UnionType, int], ...] = (
+    (Offline, errno.EHOSTUNREACH),
+    (AlreadyThere, errno.EEXIST),
+    (NotPermitted, errno.EPERM),
+    (ReadOnlyView, errno.EROFS),
+    (NotSupported, errno.ENOTSUP),
+    (AuthRejected | EditNotAllowed, errno.EACCES),
+    (Busy, errno.EAGAIN),
+    (NotFound, errno.ENOENT),
+    (EditTooLarge, errno.EFBIG),
+    (EditConflict, errno.EBUSY),
+    (EditNotKept, errno.EIO),
+    (EditError, errno.EINVAL),
+)
+
+
 def errno_for(exc: LrrError | EditError) -> int:
     """EINVAL for bad content, EACCES for auth, EAGAIN for too many calls waiting,
     EHOSTUNREACH for what needs the server while the mount is offline, EIO for the server
     (and the rest)."""
-    if isinstance(exc, Offline):
-        return errno.EHOSTUNREACH
-    if isinstance(exc, AlreadyThere):
-        return errno.EEXIST
-    if isinstance(exc, NotPermitted):
-        return errno.EPERM
-    if isinstance(exc, ReadOnlyView):
-        return errno.EROFS
-    if isinstance(exc, NotSupported):
-        return errno.ENOTSUP
-    if isinstance(exc, AuthRejected | EditNotAllowed):
-        return errno.EACCES
-    if isinstance(exc, Busy):
-        return errno.EAGAIN
-    if isinstance(exc, NotFound):
-        return errno.ENOENT
-    if isinstance(exc, EditTooLarge):
-        return errno.EFBIG
-    if isinstance(exc, EditConflict):
-        return errno.EBUSY
-    if isinstance(exc, EditNotKept):
-        return errno.EIO  # the server's doing, not the text's
-    if isinstance(exc, EditError):
-        return errno.EINVAL
-    return errno.EIO
+    return next((code for kind, code in ERRNOS if isinstance(exc, kind)), errno.EIO)
 
 
 _auth_complaints = Throttle()
