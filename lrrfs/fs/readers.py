@@ -15,13 +15,14 @@ from collections import deque
 BULK_PAGES = 6
 BULK_SECONDS = 2.0
 NAME_SECONDS = 60.0  # a pid's name is read again after this (pids are reused)
+# Backup, copy and indexing tools (thumbnailers are told apart by `named_thumbnailer`).
 BULK_PROGRAMS = frozenset({
     "rsync", "cp", "mv", "tar", "bsdtar", "cpio", "file", "find", "du", "dd", "cat", "md5sum",
     "sha1sum", "sha256sum", "sha512sum", "b2sum", "cksum", "zip", "unzip", "7z", "7za", "7zz",
     "borg", "restic", "rclone", "rdiff-backup", "duplicity", "kopia", "updatedb",
-    "plocate", "mlocate", "tumblerd", "tracker-extract", "tracker-miner-f", "baloo_file",
+    "plocate", "mlocate", "tracker-extract", "tracker-miner-f", "baloo_file",
     "baloo_file_extr", "identify", "convert", "magick", "exiftool", "fdupes", "jdupes",
-    "rmlint", "czkawka_cli", "ffmpegthumbnailer", "gnome-thumbnailer",
+    "rmlint", "czkawka_cli",
 })  # fmt: skip
 
 
