@@ -17,6 +17,7 @@ from pathlib import Path
 from .benchmark import Mounts, Row, best_alternated, best_of, ratio_row, run, timed
 from .conftest import PYTHON, Mount, Server, wait_for
 from .peer import delayed, nginx, program, rclone_mount
+from .test_archive_cache import drop_kernel_cache
 from .test_large import peak_rss_mb
 
 SMALL = 8192  # zathura's read size
@@ -69,15 +70,6 @@ def reader_open_time(path: Path, local: Path) -> float:
                 read_span(handle, member.header_offset, 64 + member.compress_size)
 
     return timed(job)
-
-
-def drop_cached(path: Path) -> None:
-    """Drop a file's pages from the kernel's cache (a local or a FUSE file): cold again."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def floor_cat_time(local: Path, workdir: Path) -> float:
@@ -162,7 +154,7 @@ def small_read_rows(server, mounts, workdir, latency, local) -> Iterator[Row]:
         path = mounted.path / "Big" / "Big.zip"
         path.stat()
         opening = reader_open_time(path, local)
-    drop_cached(local)
+    drop_kernel_cache(local)
     local_cold = small_reads_time(local, total)
     local_again = best_of(3, lambda: small_reads_time(local, total))
     with nginx(server.library, workdir) as plain, delayed(plain, latency) as url:
@@ -190,7 +182,7 @@ def memory_row(server, mounts, latency, local) -> Row:
         path = mounted.path / "Big" / "Big.zip"
         total = 0
         while total < 2e9:
-            drop_cached(path)
+            drop_kernel_cache(path)
             run(["cat", str(path)])
             total += local.stat().st_size
         peak = peak_rss_mb(mounted.process.pid)

@@ -23,6 +23,7 @@ from lrrfs.library.archivecache import BLOCK, ENTRY, HEADER, PAGE
 from lrrfs.testserver.samples import make_archive
 
 from .conftest import start_mount, start_server, wait_for
+from .test_reading import read_in_blocks
 
 PAGES = 12  # of ~1 MB: an archive of ~12 blocks, its last one partial
 TIMEOUT = 4  # --timeout of the mounts that meet a dead server
@@ -96,14 +97,6 @@ def blocks_of(original: bytes) -> int:
     return -(-len(original) // BLOCK)
 
 
-def read_in(path: Path, size: int) -> bytes:
-    pieces = []
-    with open(path, "rb", buffering=0) as handle:
-        while chunk := handle.read(size):
-            pieces.append(chunk)
-    return b"".join(pieces)
-
-
 def drop_kernel_cache(path: Path) -> None:
     """Forget the file's pages in the kernel, so the next reads reach the mount."""
     fd = os.open(path, os.O_RDONLY)
@@ -116,7 +109,7 @@ def drop_kernel_cache(path: Path) -> None:
 def cached_fully(server, tmp_path: Path, cache: Path, original: bytes) -> None:
     """Read the archive once through a mount on `cache`, until every block is on disk."""
     with mount_with(server, tmp_path, "filler", cache) as mount:
-        assert read_in(archive_of(mount), BLOCK) == original
+        assert read_in_blocks(archive_of(mount), BLOCK) == original
         assert wait_for(lambda: held_blocks(cache) == blocks_of(original))
 
 
@@ -193,15 +186,15 @@ def test_two_processes_reading_at_once_get_exact_bytes(server, tmp_path, origina
 def test_a_reopen_and_a_new_mount_send_no_download(server, tmp_path, original):
     cache = tmp_path / "cache"
     with mount_with(server, tmp_path, "first", cache) as mount:
-        assert read_in(archive_of(mount), BLOCK) == original
+        assert read_in_blocks(archive_of(mount), BLOCK) == original
         server.clear_requests()
-        assert read_in(archive_of(mount), 8192) == original  # the kernel's cache
+        assert read_in_blocks(archive_of(mount), 8192) == original  # the kernel's cache
         assert downloads(server) == []
         assert wait_for(lambda: held_blocks(cache) == blocks_of(original))
     with mount_with(server, tmp_path, "second", cache) as mount:
         listed(mount)
         server.clear_requests()
-        assert read_in(archive_of(mount), 128 << 10) == original  # the disk cache
+        assert read_in_blocks(archive_of(mount), 128 << 10) == original  # the disk cache
         assert downloads(server) == []
 
 
@@ -218,7 +211,7 @@ def test_damaged_blocks_are_fetched_again(server, tmp_path, original):
     with mount_with(server, tmp_path, "m", cache) as mount:
         listed(mount)
         server.clear_requests()
-        assert read_in(archive_of(mount), 8192) == original
+        assert read_in_blocks(archive_of(mount), 8192) == original
         assert len(downloads(server)) >= 1
     assert held_blocks(cache) == blocks_of(original)  # the damaged ones, stored again
 
@@ -233,7 +226,7 @@ def test_a_file_of_another_archive_in_its_place_is_not_served(server, tmp_path, 
     with mount_with(server, tmp_path, "m", cache) as mount:
         listed(mount)
         server.clear_requests()
-        assert read_in(archive_of(mount), BLOCK) == original
+        assert read_in_blocks(archive_of(mount), BLOCK) == original
         assert len(downloads(server)) >= 1
 
 
@@ -253,8 +246,8 @@ def test_a_mount_killed_mid_read_leaves_no_block_that_reads_wrong(server, tmp_pa
                 handle.close()
     with mount_with(server, tmp_path, "after", cache) as mount:
         drop_kernel_cache(archive_of(mount))
-        assert read_in(archive_of(mount), 8192) == original
-        assert read_in(archive_of(mount), 3 * BLOCK + 1) == original
+        assert read_in_blocks(archive_of(mount), 8192) == original
+        assert read_in_blocks(archive_of(mount), 3 * BLOCK + 1) == original
 
 
 # -- failures -------------------------------------------------------------------------------
