@@ -118,16 +118,20 @@ class WriteRoutes(ReadRoutes):
             ext = extension_of(name)
             return self.shapes.api_error("upload", f"Unsupported file extension ({ext})", 415)
         arcid = hashlib.sha1(upload.head(512000)).hexdigest()
-        if self.lib.get(arcid) is not None:
-            msg = (
-                "This file already exists in the Library. "
-                "Enable replace duplicated archive in config to replace old ones."
-            )
-            body = {"error": msg, "id": arcid, "operation": "upload", "success": 0}
-            return json_response(body, 409)
-        if (self.lib.root / name).exists():
-            return self.shapes.api_error("upload", "A file with this name already exists.", 409)
-        arc = self.lib.archive_at(self.lib.add_file(name, upload.chunks()))
+        # One upload at a time from the duplicate check to the file in place, as a real
+        # server's single worker handles them: two at once must not both pass the check.
+        with self.lib._lock:
+            if self.lib.get(arcid) is not None:
+                msg = (
+                    "This file already exists in the Library. "
+                    "Enable replace duplicated archive in config to replace old ones."
+                )
+                body = {"error": msg, "id": arcid, "operation": "upload", "success": 0}
+                return json_response(body, 409)
+            if (self.lib.root / name).exists():
+                msg = "A file with this name already exists."
+                return self.shapes.api_error("upload", msg, 409)
+            arc = self.lib.archive_at(self.lib.add_file(name, upload.chunks()))
         if arc is None:
             return self.shapes.api_error("upload", "The file is not a readable archive.", 415)
         self._apply_upload_fields(req, arc)
