@@ -198,7 +198,10 @@ def test_a_reopen_and_a_new_mount_send_no_download(server, tmp_path, original):
         assert downloads(server) == []
 
 
-def test_damaged_blocks_are_fetched_again(server, tmp_path, original):
+@pytest.mark.parametrize("in_memory", [True, False], ids=["page-cache", "disk"])
+def test_damaged_blocks_are_fetched_again(server, tmp_path, original, in_memory):
+    """Whether the cache file's pages are in the kernel's cache (read at once, on the trio
+    thread) or on the disk only (read by a worker)."""
     cache = tmp_path / "cache"
     cached_fully(server, tmp_path, cache, original)
     [path] = archive_files(cache)
@@ -208,6 +211,16 @@ def test_damaged_blocks_are_fetched_again(server, tmp_path, original):
         handle.write(bytes(100))
         handle.seek(data_start + BLOCK)  # block 1's bytes lost, its entry kept
         handle.write(bytes(BLOCK))
+        sampled = data_start + 3 * BLOCK + (64 << 10)  # block 3: one sampled byte changed
+        handle.seek(sampled)
+        changed = handle.read(1)[0] ^ 0xFF
+        handle.seek(sampled)
+        handle.write(bytes([changed]))
+    os.sync()
+    if in_memory:
+        path.read_bytes()
+    else:
+        drop_kernel_cache(path)
     with mount_with(server, tmp_path, "m", cache) as mount:
         listed(mount)
         server.clear_requests()
@@ -315,3 +328,26 @@ def test_archive_files_no_reader_holds_close_their_descriptors(tmp_path):
         assert held is not None and not held.held(0)
     finally:
         disk.close()
+
+
+def test_a_block_found_damaged_meanwhile_is_not_served(tmp_path):
+    """A worker reads a block while another thread finds it damaged and unmarks it: the
+    worker's check must fail too (a blank entry is no fingerprint to match)."""
+    from lrrfs.library.archivecache import CachedArchive, DamagedBlock
+
+    size = 2 * BLOCK + 5
+    archive = CachedArchive(tmp_path / "file", "a" * 40 + f"-{size}", size)
+    try:
+        data = mmap.mmap(-1, 2 * BLOCK)  # page-aligned, as the reader's buffers
+        data[:] = os.urandom(2 * BLOCK)
+        archive.write(0, memoryview(data))
+        archive.commit()
+        view = memoryview(mmap.mmap(-1, BLOCK))
+        archive.read(0, view)
+        assert view == data[:BLOCK] and archive.read_cached(7, view[:100])
+        archive._forget(1)  # what another thread does on finding block 1 damaged
+        with pytest.raises(DamagedBlock):
+            archive.read(1, view)
+        assert not archive.read_cached(BLOCK, view[:100])
+    finally:
+        archive.close()

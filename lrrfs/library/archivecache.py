@@ -20,10 +20,16 @@ CRCs themselves). A file is made
 under a temporary name and linked into place, so two mounts making it at once
 end with one file, whole.
 
-Blocks move with direct I/O where the file system allows it (the buffers are
-page-aligned memory maps): no copy through the kernel's page cache, which
-costs this machine more CPU than the network does, so that storing an archive
-while `cat` reads it at the server's full speed takes almost nothing from it.
+Blocks are written with direct I/O where the file system allows it (the
+buffers are page-aligned memory maps): no copy through the kernel's page cache,
+which costs this machine more CPU than the network does, so that storing an
+archive while `cat` reads it at the server's full speed takes almost nothing
+from it. They are read through the page cache, as a local file is: an archive
+read lately reads again from memory, even on a new mount. The reader takes what
+the page cache holds at once, on the trio thread (`read_cached`: RWF_NOWAIT, so
+never a wait on the disk), and has a worker read the rest (`read`) or ask the
+kernel to read ahead (`prefetch`). A block is checked once per process: by its
+samples alone on the fast path, read from the page cache too.
 
 Writing runs in one thread of its own, reading in a small pool; the trio side
 only queues work and waits on the jobs (`RangeJob`s, as downloads are).
@@ -34,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -80,6 +87,8 @@ class CachedArchive:
         self._map_start = PAGE
         self._data_start = _round_up(PAGE + self.blocks * ENTRY.size)
         self._entries = bytearray(self.blocks * ENTRY.size)  # as last read or written
+        self._held = bytearray(self.blocks)  # 1: its entry marks it held (whole)
+        self._checked = bytearray(self.blocks)  # 1: held and found whole by this process
         self._pending: list[tuple[int, int, int]] = []  # (index, crc, length) not yet marked
         self._fd = self._open()
         self._direct = _open_direct(path)
@@ -110,10 +119,25 @@ class CachedArchive:
         header = self._header()
         if os.pread(fd, len(header), 0) != header:
             return False
+        self._read_map(fd)
+        return True
+
+    def _read_map(self, fd: int) -> None:
         self._entries[:] = os.pread(fd, len(self._entries), self._map_start).ljust(
             len(self._entries), b"\0"
         )
-        return True
+        for index in range(self.blocks):
+            self._mark(index)
+
+    def _fingerprint_of(self, index: int) -> int | None:
+        """The block's fingerprint if it is marked held (a blank entry's would match
+        an empty block)."""
+        crc, length = ENTRY.unpack_from(self._entries, index * ENTRY.size)
+        return crc if length == min(BLOCK, self.size - index * BLOCK) else None
+
+    def _mark(self, index: int) -> None:
+        """Learn from its entry whether the block is held."""
+        self._held[index] = self._fingerprint_of(index) is not None
 
     def _make(self) -> None:
         """A fresh file under a temporary name, linked into place unless one is there."""
@@ -132,9 +156,7 @@ class CachedArchive:
     def refresh(self) -> None:
         """Learn the blocks other mounts stored since (blocking)."""
         with contextlib.suppress(OSError):
-            self._entries[:] = os.pread(self._fd, len(self._entries), self._map_start).ljust(
-                len(self._entries), b"\0"
-            )
+            self._read_map(self._fd)
 
     def touch(self) -> None:
         """Used now: evicted last."""
@@ -148,24 +170,73 @@ class CachedArchive:
     # -- blocks -------------------------------------------------------------------
 
     def held(self, index: int) -> bool:
-        length: int = ENTRY.unpack_from(self._entries, index * ENTRY.size)[1]
-        return length == self._length(index)
+        return bool(self._held[index])
 
-    def _length(self, index: int) -> int:
-        return min(BLOCK, self.size - index * BLOCK)
+    def holds(self, blocks: range) -> bool:
+        """Whether all the blocks are held."""
+        return self._held.find(0, blocks.start, blocks.stop) < 0
 
     def read(self, first: int, view: memoryview) -> None:
-        """Blocks from `first` on into `view`, each checked; DamagedBlock if one is not."""
+        """Blocks from `first` on into `view`, each checked; DamagedBlock if one is not.
+
+        Through the kernel's page cache, as a local file is read: a new mount's
+        re-read of an archive read lately costs no disk access."""
         offset = self._data_start + first * BLOCK
-        if self._transfer(os.preadv, view, offset) != len(view):
+        if os.preadv(self._fd, [view], offset) != len(view):
             self._forget(first)
             raise DamagedBlock(f"{self.path}: short read")
         for start in range(0, len(view), BLOCK):
             index = first + start // BLOCK
-            crc, length = ENTRY.unpack_from(self._entries, index * ENTRY.size)
-            if fingerprint(view[start : start + length]) != crc:
+            crc = self._fingerprint_of(index)  # None: another thread found it damaged
+            if crc is None or fingerprint(view[start : start + BLOCK]) != crc:
                 self._forget(index)
                 raise DamagedBlock(f"{self.path}: block {index} is damaged")
+            self._checked[index] = 1
+
+    def read_cached(self, offset: int, view: memoryview) -> bool:
+        """The archive's bytes from `offset` into `view` if their blocks are held and the
+        kernel's page cache has them all: never waits on the disk, so the trio thread may
+        call it. False: `read` them in a thread. DamagedBlock as `read`."""
+        first, last = offset // BLOCK, (offset + len(view) - 1) // BLOCK
+        for index in range(first, last + 1):
+            if not self.held(index) or not (self._checked[index] or self._check(index)):
+                return False
+        return _read_if_cached(self._fd, view, self._data_start + offset)
+
+    def prefetch(self, first: int, stop: int) -> None:
+        """Have the kernel bring blocks `first ..< stop` into its page cache in the
+        background, and check them (blocking): `read_cached` then finds them ready.
+        DamagedBlock as `read`."""
+        with contextlib.suppress(OSError):
+            start = self._data_start + first * BLOCK
+            length = min(stop * BLOCK, self.size) - first * BLOCK
+            os.posix_fadvise(self._fd, start, length, os.POSIX_FADV_WILLNEED)
+        for index in range(first, stop):
+            if self._held[index] and not self._checked[index]:
+                self._check(index, wait=True)
+
+    def _check(self, index: int, wait: bool = False) -> bool:
+        """Check the block against its fingerprint by reading only the samples it was
+        taken from; unless `wait`, False if they are not all in the page cache."""
+        crc = self._fingerprint_of(index)
+        if crc is None:
+            return False
+        base = self._data_start + index * BLOCK
+        sample = memoryview(bytearray(STRIPE))
+        found = 0
+        for start, size in _stripes(min(BLOCK, self.size - index * BLOCK)):
+            if wait:
+                got = os.preadv(self._fd, [sample[:size]], base + start) == size
+            else:
+                got = _read_if_cached(self._fd, sample[:size], base + start)
+            if not got:
+                return False
+            found = zlib.crc32(sample[:size], found)
+        if found != crc:
+            self._forget(index)
+            raise DamagedBlock(f"{self.path}: block {index} is damaged")
+        self._checked[index] = 1
+        return True
 
     def write(self, first: int, view: memoryview) -> None:
         """Blocks from `first` on (whole, as the server confirmed them), not yet marked."""
@@ -187,8 +258,10 @@ class CachedArchive:
             entry = ENTRY.pack(crc, length)
             os.pwrite(self._fd, entry, self._map_start + index * ENTRY.size)
             self._entries[index * ENTRY.size : (index + 1) * ENTRY.size] = entry
+            self._mark(index)
 
     def _forget(self, index: int) -> None:
+        self._checked[index] = self._held[index] = 0
         blank = bytes(ENTRY.size)
         self._entries[index * ENTRY.size : (index + 1) * ENTRY.size] = blank
         with contextlib.suppress(OSError):
@@ -221,6 +294,8 @@ class ArchiveFiles:
         self._writing = 0
         self._unmarked = False  # blocks written, not yet durable and marked
         self._closed = False
+        # Page-aligned: the kernel copies into a misaligned buffer at a fifth of the speed.
+        self._scratch = mmap.mmap(-1, BLOCK)
         self._loaders = ThreadPoolExecutor(READERS, thread_name_prefix="lrrfs-disk-read")
         self._writer = threading.Thread(target=self._write_loop, name="lrrfs-disk-write",
                                         daemon=True)  # fmt: skip
@@ -256,6 +331,24 @@ class ArchiveFiles:
             else:
                 job.advanced(len(view))
                 job.finish(None)
+
+        self._loaders.submit(run)
+
+    def scratch(self, size: int) -> memoryview:
+        """A buffer for a read served at once on the trio thread (from the page cache):
+        pyfuse3 replies with it before any other task runs, so one serves them all."""
+        if size > len(self._scratch):
+            return memoryview(mmap.mmap(-1, size))
+        return memoryview(self._scratch)[:size]
+
+    def prefetch(self, archive: CachedArchive, first: int, stop: int) -> None:
+        """Have the kernel read blocks `first ..< stop` ahead, in the background."""
+
+        def run() -> None:
+            try:
+                archive.prefetch(first, stop)
+            except (OSError, DamagedBlock) as exc:  # a read of them fetches them anew
+                log.warning("disk cache: %s", exc)
 
         self._loaders.submit(run)
 
@@ -372,9 +465,23 @@ def blocks_held(disk: DiskCache, arcid: str, size: int) -> tuple[int, int] | Non
 def fingerprint(block: memoryview) -> int:
     """A CRC-32 of samples of the block: see the module's docstring."""
     crc = 0
-    for start in range(0, len(block), STRIDE):
-        crc = zlib.crc32(block[start : start + STRIPE], crc)
-    return zlib.crc32(block[-STRIPE:], crc)
+    for start, size in _stripes(len(block)):
+        crc = zlib.crc32(block[start : start + size], crc)
+    return crc
+
+
+def _stripes(length: int) -> list[tuple[int, int]]:
+    """(start, size) of the samples a block of `length` bytes is fingerprinted by."""
+    samples = [(start, min(STRIPE, length - start)) for start in range(0, length, STRIDE)]
+    return [*samples, (max(0, length - STRIPE), min(STRIPE, length))]
+
+
+def _read_if_cached(fd: int, view: memoryview, offset: int) -> bool:
+    """Fill `view` from the file at `offset` only from the kernel's page cache."""
+    try:
+        return os.preadv(fd, [view], offset, os.RWF_NOWAIT) == len(view)
+    except (BlockingIOError, OSError):  # not cached; or a kernel without RWF_NOWAIT
+        return False
 
 
 def _close_all(*fds: int | None) -> None:

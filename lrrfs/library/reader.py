@@ -46,6 +46,7 @@ MAX_AHEAD = 40 << 20  # bytes asked for beyond the read position, at most
 GROWTH = 4  # the window's growth per sequential read: a few reads reach full speed
 BACKLOG = 2 << 20  # bytes kept behind the read position: the kernel's reads may cross
 READ_BUDGET = 96 << 20  # read-ahead buffers of all open files together
+PREFETCH_STEP = 8  # blocks: the disk's read-ahead is asked for this many or more at once
 POOLED = 2  # idle MAX_PART buffers kept for reuse (a fresh one costs page faults)
 
 
@@ -158,6 +159,7 @@ class ArchiveReader:
         self._parts: list[_Part] = []  # in file order, not overlapping
         self._held: dict[int, _Part] = {}  # block index -> the part that holds it
         self._ahead = 0  # the read-ahead window, in bytes
+        self._hinted = 0  # blocks before this one were prefetched from the disk
         self._expected = -1  # where a sequential read would start
         self.last_used = trio.current_time()
 
@@ -174,7 +176,10 @@ class ArchiveReader:
             return await self._read(offset, end)
 
     async def _read(self, offset: int, end: int) -> bytes | memoryview:
-        self._steer(offset, end)
+        cached = self._from_page_cache(offset, end)
+        self._steer(offset, end, load=cached is None)
+        if cached is not None:
+            return cached
         parts = [part for part in self._parts if part.start < end and part.end > offset]
         _check_cover(parts, offset, end)
         for part in parts:
@@ -199,8 +204,21 @@ class ArchiveReader:
 
     # -- the window ---------------------------------------------------------------
 
-    def _steer(self, offset: int, end: int) -> None:
-        """Move the window to the read: keep what still matters, load or ask for the rest."""
+    def _from_page_cache(self, offset: int, end: int) -> memoryview | None:
+        """The read's bytes, if the disk cache holds them and the kernel's page cache has
+        them (read at once, on this thread: no worker's round trip); else None."""
+        if self._disk is None:
+            return None
+        blocks = range(offset // BLOCK, (end - 1) // BLOCK + 1)
+        if any(index in self._held for index in blocks):
+            return None  # a part holds some: served from it
+        files, archive = self._disk
+        view = files.scratch(end - offset)
+        return view if archive.read_cached(offset, view) else None
+
+    def _steer(self, offset: int, end: int, load: bool = True) -> None:
+        """Move the window to the read: keep what still matters, load or ask for the rest
+        (the read's own blocks only if `load`: else it was served from the page cache)."""
         # The kernel's read-ahead sends several reads at once, not always in order: a
         # read near the furthest one so far is sequential, not a jump.
         sequential = self._expected - BACKLOG <= offset <= self._expected + SPREAD
@@ -209,30 +227,45 @@ class ArchiveReader:
         last = self._parts[-1].end if self._parts else -1
         if not sequential and not first <= offset <= last:
             self._drop(list(self._parts))  # a jump: nothing asked for is of use
-            self._ahead = 0
+            self._ahead = self._hinted = 0
         if sequential:
             self._ahead = min(MAX_AHEAD, max(MIN_PART, self._ahead * GROWTH))
         behind = min(offset, self._expected - BLOCK) - BACKLOG
         self._drop([part for part in self._parts if part.end <= behind])
         needed = range(offset // BLOCK, (end - 1) // BLOCK + 1)
         ahead = range(needed.stop, -(-min(self.size, end + self._ahead) // BLOCK))
-        self._ask(needed, ahead)
+        self._ask(needed if load else range(0), ahead)
 
     def _ask(self, needed: range, ahead: range) -> None:
         """Requests for the missing blocks the read needs, whatever the budget; then
-        for those of the window, within it. Runs of missing blocks go as one request."""
+        for those of the window, within it. Runs of missing blocks go as one request;
+        the window's blocks on the disk are only prefetched into the page cache."""
         part = min(MAX_PART, max(MIN_PART, self._ahead))
         for run, on_disk in self._missing(needed, MAX_PART):
             self._add(run, on_disk)
-        for run, on_disk in self._missing(ahead, part):
-            if not on_disk and self._client.link.offline:
-                break  # offline: ahead of the reader only what the disk holds
+        if self._all_on_disk(ahead):  # a re-read: not a block to scan one by one
+            self._prefetch(ahead)
+            return
+        runs = self._missing(ahead, part)
+        stored = [run for run, on_disk in runs if on_disk]
+        if stored:
+            self._prefetch(range(stored[0].start, stored[-1].stop))
+        if self._client.link.offline:
+            return  # offline: ahead of the reader only what the disk holds
+        for run in (run for run, on_disk in runs if not on_disk):
             short = len(run) * BLOCK < part and run.stop == ahead.stop
-            if short and run.stop * BLOCK < self.size and not on_disk:
+            if short and run.stop * BLOCK < self.size:
                 break  # the window's edge moves on with each read: wait for a whole part
             if not self._buffers.room_for(len(run) * BLOCK):
                 break
-            self._add(run, on_disk)
+            self._add(run, False)
+
+    def _all_on_disk(self, blocks: range) -> bool:
+        """The disk holds all the blocks, and no part covers any of them."""
+        if self._disk is None or not blocks or not self._disk[1].holds(blocks):
+            return False
+        start, end = blocks.start * BLOCK, blocks.stop * BLOCK
+        return not any(part.start < end and part.end > start for part in self._parts)
 
     def _missing(self, blocks: range, most: int) -> list[tuple[range, bool]]:
         """Runs of blocks not held, each at most `most` bytes and all on the disk or all
@@ -250,8 +283,16 @@ class ArchiveReader:
             runs.append((range(index, index + 1), on_disk))
         return runs
 
-    def _block_size(self, index: int) -> int:
-        return min(BLOCK, self.size - index * BLOCK)
+    def _prefetch(self, run: range) -> None:
+        """Have the kernel read the run of blocks from the disk ahead of the reader: the
+        reads that follow take them from its page cache. In steps of a few blocks."""
+        assert self._disk is not None
+        first = max(run.start, self._hinted)
+        if run.stop - first < PREFETCH_STEP and run.stop < -(-self.size // BLOCK):
+            return
+        files, archive = self._disk
+        files.prefetch(archive, first, run.stop)
+        self._hinted = run.stop
 
     def _add(self, run: range, on_disk: bool) -> None:
         start = run.start * BLOCK
