@@ -150,6 +150,23 @@ def test_a_file_managers_own_thumbnailer_gets_the_folder(library, tmp_path):
         assert not any(cache_path(root, "normal", page).exists() for page in pages)
 
 
+def test_thumbnails_wait_while_a_program_reads(library, tmp_path):
+    """Making thumbnails takes a core (and the server's): while a program reads pages,
+    the folder listed waits; once the reading pauses, it is done."""
+    with start_server(library, tmp_path) as server, start_mount(server, tmp_path / "mnt") as mount:
+        root = thumbnail_root(mount)
+        wide_page = mount.path / "Wide Page" / "001.jpg"  # looked up, not listed: not queued
+        wide_page.read_bytes()
+        server.clear_requests()
+        folder = mount.path / "Plain Pages"
+        files = thumbnailed_files(folder)  # listed: queued
+        for _ in range(2000):  # a viewer going through pages (each open tells the mount)
+            wide_page.read_bytes()
+        assert not page_thumbnail_requests(server)
+        assert not any(cache_path(root, "normal", f).exists() for f in files)
+        assert wait_for(lambda: complete(root, files))
+
+
 def test_size_classes_are_never_scaled_up(library, tmp_path):
     """The server's picture of a 1600x200 page is 500x63: normal and large thumbnails
     come from it, an x-large one would be blown up, so the file manager makes that one."""

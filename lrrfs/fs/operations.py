@@ -226,6 +226,7 @@ class LrrOperations(ChangesOperations):
         if handle.snapshot is not None:
             return handle.snapshot[off : off + size]
         if handle.reader is not None:
+            self.library.note_reading()
             with self.calls.bounded("read"):
                 return await handle.reader.read(off, size)
         if node.kind is Kind.METADATA:

@@ -7,8 +7,9 @@ manager opening the folder then finds them ready and reads no page: without them
 every page whole (MBs each) to draw a 256-pixel picture.
 
 The work is bounded and never in anyone's way: a listing only queues its folder; folders
-are done one at a time, the most recently listed first (the last few only); at most
-REQUESTS requests to the server are in flight; a picture the server has not made within
+are done one at a time, the most recently listed first (the last few only); it pauses
+while programs read pages or archive files; at most REQUESTS requests to the server are
+in flight; a picture the server has not made within
 the thumbnail wait is left to the file manager. Thumbnails already valid are kept. The
 server's pictures go to the disk cache too: a remount fills the cache without asking.
 """
@@ -37,6 +38,7 @@ QUEUED_FOLDERS = 8  # folders listed and waiting; older ones are dropped
 MAX_PAGES = 1000  # pages of a folder done at most (each may cost the server a job)
 COVER = 0  # the server's number for the cover; pages are 1, 2, ...
 DISK_KIND = "pagethumb"
+QUIET = 1.0  # seconds without a read before the work goes on (a viewer's pace leaves gaps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,7 @@ class DesktopThumbnails:
         return [m for m in found if m.classes]
 
     async def _write(self, image: bytes, missing: list[Missing]) -> int:
+        await self.library.until_reading_pauses(QUIET)  # scaling takes a core: readers first
         return await trio.to_thread.run_sync(self._write_now, image, missing, limiter=self._disk)
 
     def _write_now(self, image: bytes, missing: list[Missing]) -> int:
@@ -231,6 +234,7 @@ class DesktopThumbnails:
             await send.send((page, data))
 
         async def ask(page: int) -> None:
+            await library.until_reading_pauses(QUIET)  # the server's CPU too: readers first
             answer = await client.page_thumbnail(arcid, page)
             if isinstance(answer, bytes):
                 await got(page, answer)

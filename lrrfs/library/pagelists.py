@@ -204,6 +204,14 @@ class LibraryPages(LibraryFiles):
         or the server; never of another length."""
         return await self._kept_page(await self._page_set(arcid), index)
 
+    def note_reading(self) -> None:
+        """A program reads (a page or an archive file): background work gives way."""
+        self._store.reading()
+
+    async def until_reading_pauses(self, quiet: float) -> None:
+        """Return once programs have paused their reading for `quiet` seconds."""
+        await self._store.until_reading_pauses(quiet)
+
     async def warm_page(self, arcid: str, index: int) -> None:
         """Put a page in the caches without reading it (`lrrfs cache warm`): no prefetch."""
         await self._kept_page(await self._page_set(arcid), index)

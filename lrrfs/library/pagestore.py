@@ -68,15 +68,24 @@ class PageStore:
         self._memory: LRUCache[tuple[str, int], bytes] = LRUCache(memory_bytes, getsizeof=len)
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._no_spans: set[str] = set()  # archives whose zip members did not check out
+        self._read_at = float("-inf")  # when a program last read (trio's clock)
         # Maps, reused (no zeroing on the trio thread, no page faults once warm).
         self._buffers = BufferPool(keep=PARALLEL + 1, part=BATCH_BYTES, small=0)
         # Told of every page fetched ahead of a reader (arcid, index, bytes).
         self.on_ahead: Callable[[str, int, bytes], None] = lambda arcid, index, data: None
 
     def reading(self) -> None:
-        """A program is reading pages: the disk cache's writing waits for a pause."""
+        """A program is reading pages: the disk cache's writing waits for a pause, and so
+        does other background work (`until_reading_pauses`)."""
+        self._read_at = trio.current_time()
         if self._disk is not None:
             self._disk.reading()
+
+    async def until_reading_pauses(self, quiet: float) -> None:
+        """Return once nothing has been read for `quiet` seconds: background work that
+        competes with readers for the CPU (two cores here) waits for that."""
+        while (left := self._read_at + quiet - trio.current_time()) > 0:
+            await trio.sleep(left)
 
     def used(self, pages: PageSet, index: int, data: bytes) -> None:
         """A reader used the page: its disk copy is the most recent, for eviction."""

@@ -69,15 +69,19 @@ class Prefetcher:
         """Start working: background fetches run in `nursery` (none before)."""
         self._nursery = nursery
 
-    def reading(self, arcid: str, index: int, count: int, page_bytes: int) -> None:
-        """A reader is at page `index` (of `page_bytes`) of an archive of `count` pages."""
+    def reading(
+        self, arcid: str, index: int, count: int, page_bytes: int, local: bool = False
+    ) -> None:
+        """A reader is at page `index` (of `page_bytes`) of an archive of `count` pages;
+        `local`: its pages are likely in the disk cache, where fetching them costs the
+        server nothing, so the window starts at its widest."""
         if self._nursery is None or self.depth <= 0:
             return
+        limit = max(self.depth, min(MAX_DEPTH, AHEAD_BYTES // max(1, page_bytes)))
         cursor = self._cursors.get(arcid)
         if cursor is not None and cursor.last - BACKWARD <= index <= cursor.end:
             cursor.last = max(cursor.last, index)
             if cursor.end - cursor.last <= cursor.depth // 2 and cursor.end < count:
-                limit = max(self.depth, min(MAX_DEPTH, AHEAD_BYTES // max(1, page_bytes)))
                 cursor.depth = min(limit, cursor.depth * 2)
                 cursor.end = min(count, cursor.last + 1 + cursor.depth)
                 cursor.more.set()
@@ -85,8 +89,9 @@ class Prefetcher:
             return
         if cursor is not None:
             self._give_up(arcid)
-        end = min(count, index + 1 + self.depth)
-        cursor = _Cursor(last=index, end=end, depth=self.depth, next=index + 1)
+        depth = limit if local else self.depth
+        end = min(count, index + 1 + depth)
+        cursor = _Cursor(last=index, end=end, depth=depth, next=index + 1)
         self._cursors[arcid] = cursor
         self._nursery.start_soon(self._run, arcid, cursor)
         while len(self._cursors) > self._max_cursors:

@@ -121,8 +121,10 @@ class LibraryEditing(LibraryPages):
         archive = self.get(arcid)
         listed = archive.pages
         if listed is not None and 0 <= index < len(listed):
-            self.prefetcher.reading(arcid, index, len(listed), listed[index].size)
-        self._store.reading()
+            self.prefetcher.reading(
+                arcid, index, len(listed), listed[index].size, archive.pages_from_disk
+            )
+        self.note_reading()
         clear_new = self._clear_new_on_read and archive.meta.isnew
         if by_person and (self._progress or clear_new):
             self.reading.page_read(arcid, index + 1, clear_new=clear_new)
