@@ -78,6 +78,23 @@ def test_a_remount_serves_pages_thumbnail_and_listing_from_the_disk_cache(server
     assert made == [], "a warm read asked the server"
 
 
+def test_a_remount_hands_the_next_pages_to_the_kernel_from_the_disk(server, tmp_path):
+    """On a remount, opening a page sends the next ones from the disk cache straight to
+    the kernel's page cache: their opens cost no read call, and no request."""
+    from .test_reading import resident_bytes
+
+    cache = tmp_path / "cache"
+    with mount(server, tmp_path, "first", cache) as first:
+        cold = read_all(pages_of(first.path / "Comic"))
+    with mount(server, tmp_path, "second", cache, "--no-thumbnails") as second:
+        pages = pages_of(second.path / "Comic")
+        server.clear_requests()
+        pages[0].read_bytes()  # (fincore opens the files it looks at: not before this)
+        assert wait_for(lambda: all(resident_bytes(p) >= p.stat().st_size for p in pages[1:]))
+        assert read_all(pages) == cold
+        assert asked(server, "/page", "/files", "/extract", "/download") == []
+
+
 def test_pages_sized_by_fetching_them_are_cached_too(server, tmp_path):
     cache = tmp_path / "cache"
     with mount(server, tmp_path, "first", cache) as first:

@@ -46,6 +46,7 @@ class LrrOperations(ChangesOperations):
         """Mounted: the library's changes now reach the kernel."""
         self.library.on_thumbnail_change = self._thumbnail_changed
         self.library.on_page_ahead = self._page_ahead
+        self.library.take_page_ahead = self._take_page_ahead
         self.library.on_changes = self._library_changed
         super().attach(nursery)
 
@@ -323,6 +324,13 @@ class LrrOperations(ChangesOperations):
         inode = self.inodes.known(Node(Kind.PAGE, arcid, index))
         if inode is not None and self._kernel_cache is not None:
             self._kernel_cache.store(inode, data)
+
+    def _take_page_ahead(self, arcid: str, index: int, data: memoryview) -> bool:
+        """(In a worker thread.) A page read ahead from the disk goes to the kernel's
+        cache of its file at once, if the kernel knows the file."""
+        inode = self.inodes.known(Node(Kind.PAGE, arcid, index))
+        cache = self._kernel_cache
+        return inode is not None and cache is not None and cache.store_now(inode, data)
 
     def _thumbnail_changed(self, arcid: str) -> None:
         inode = self.inodes.known(Node(Kind.THUMBNAIL, arcid))

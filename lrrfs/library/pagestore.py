@@ -15,6 +15,7 @@ length than its listing said.
 from __future__ import annotations
 
 import logging
+import mmap
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 BATCH_BYTES = 4 << 20  # consecutive zip members asked for with one Range request, at most
 PARALLEL = 3  # requests in flight for one prefetch
-DISK_BATCH = 4  # pages read from the disk cache with one trip to a worker thread
+AHEAD_BATCH = 16  # pages read ahead from the disk cache with one trip to a worker thread
 
 T = TypeVar("T")
 OnPage = Callable[[int, bytes], None]  # a page's index and bytes, as soon as they are in
@@ -73,6 +74,9 @@ class PageStore:
         self._buffers = BufferPool(keep=PARALLEL + 1, part=BATCH_BYTES, small=0)
         # Told of every page fetched ahead of a reader (arcid, index, bytes).
         self.on_ahead: Callable[[str, int, bytes], None] = lambda arcid, index, data: None
+        # Offered each page read ahead from the disk, in a worker thread, its bytes valid
+        # for the call only: True if it took the page (the kernel has it now).
+        self.take_ahead: Callable[[str, int, memoryview], bool] = lambda arcid, i, data: False
 
     def reading(self) -> None:
         """A program is reading pages: the disk cache's writing waits for a pause, and so
@@ -115,8 +119,11 @@ class PageStore:
             i for i in indexes if 0 <= i < len(pages.pages) and not self._busy(pages.arcid, i)
         ]
 
+        taken: set[int] = set()
+
         async def from_disk(indexes: list[int]) -> None:
-            for index, data in (await self._from_disk(pages, indexes)).items():
+            found = await self._disk_ahead(pages, indexes, taken)
+            for index, data in found.items():
                 self.remember(pages.arcid, index, data)
                 self.on_ahead(pages.arcid, index, data)
 
@@ -140,9 +147,9 @@ class PageStore:
                 log.debug("%s: fetching pages %s ahead failed: %s", pages.title, run, exc)
 
         if self._disk is not None and pages.maybe_on_disk:
-            batches = [wanted[i : i + DISK_BATCH] for i in range(0, len(wanted), DISK_BATCH)]
+            batches = [wanted[i : i + AHEAD_BATCH] for i in range(0, len(wanted), AHEAD_BATCH)]
             await in_order(batches, from_disk)
-            wanted = [i for i in wanted if not self._busy(pages.arcid, i)]
+            wanted = [i for i in wanted if i not in taken and not self._busy(pages.arcid, i)]
         await in_order(self._runs(pages, wanted), fetch)
 
     def _busy(self, arcid: str, index: int) -> bool:
@@ -193,6 +200,38 @@ class PageStore:
             for i, data in zip(indexes, blobs, strict=True)
             if data is not None and len(data) == listed[i].size
         }
+
+    async def _disk_ahead(
+        self,
+        pages: PageSet,
+        indexes: list[int],
+        taken: set[int],
+    ) -> dict[int, bytes]:
+        """Pages of the disk cache read ahead of a reader, offered to `take_ahead` (the
+        kernel's cache) straight from one reused buffer in a worker thread: no object per page,
+        no trip through the trio thread. Adds to `taken` those it took; returns those
+        it did not (to keep in memory)."""
+        assert self._disk is not None
+        disk, listed, take = self._disk, pages.pages, self.take_ahead
+        keys = {i: self._disk_key(pages, i) for i in indexes}
+
+        def run() -> dict[int, bytes]:
+            kept: dict[int, bytes] = {}
+            buffer = memoryview(mmap.mmap(-1, max(listed[i].size for i in indexes) or 1))
+            for i in indexes:
+                data = disk.read_into("page", keys[i], buffer)
+                if data is None or len(data) != listed[i].size:
+                    continue
+                if take(pages.arcid, i, data):
+                    taken.add(i)
+                else:
+                    kept[i] = bytes(data)
+            return kept
+
+        with trio.move_on_after(self._client.timeout):
+            return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+        log.warning("disk cache: no answer from the disk within %g s", self._client.timeout)
+        return {}
 
     def _spans(self, pages: PageSet) -> bool:
         return pages.arcid not in self._no_spans
