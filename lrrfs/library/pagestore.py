@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 BATCH_BYTES = 4 << 20  # consecutive zip members asked for with one Range request, at most
 PARALLEL = 3  # requests in flight for one prefetch
+SERVER_AHEAD = 32  # pages asked of the server by one prefetch, at most (each costs it CPU)
 AHEAD_BATCH = 16  # pages read ahead from the disk cache with one trip to a worker thread
 
 T = TypeVar("T")
@@ -112,9 +113,11 @@ class PageStore:
         return data
 
     async def prefetch(self, pages: PageSet, indexes: list[int]) -> None:
-        """Bring pages into memory, in reading order: from the disk cache DISK_BATCH at a
-        time, the rest from the server, consecutive zip members with one request (each
-        page ready as soon as it is in); PARALLEL at once."""
+        """Bring pages ahead of a reader, in reading order: from the disk cache
+        AHEAD_BATCH at a time (to the kernel's cache where it takes them, else into
+        memory), the rest (SERVER_AHEAD at most) from the server into memory,
+        consecutive zip members with one request (each page ready as soon as it is in);
+        PARALLEL at once."""
         wanted = [
             i for i in indexes if 0 <= i < len(pages.pages) and not self._busy(pages.arcid, i)
         ]
@@ -150,6 +153,7 @@ class PageStore:
             batches = [wanted[i : i + AHEAD_BATCH] for i in range(0, len(wanted), AHEAD_BATCH)]
             await in_order(batches, from_disk)
             wanted = [i for i in wanted if i not in taken and not self._busy(pages.arcid, i)]
+            wanted = wanted[:SERVER_AHEAD]  # a wide window meant for the disk, not the server
         await in_order(self._runs(pages, wanted), fetch)
 
     def _busy(self, arcid: str, index: int) -> bool:

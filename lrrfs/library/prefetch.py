@@ -5,7 +5,8 @@ the next pages after the one read are fetched, `depth` of them at first; when
 the reader has used half of them, the window doubles (up to `MAX_DEPTH` pages
 or `AHEAD_BYTES`) and moves on, so pages are asked for in batches that grow
 (the library fetches consecutive zip members of a batch with one request),
-`parallel` batches at a time.
+`parallel` batches at a time. Pages the disk cache likely holds cost the server
+nothing: their window starts at its widest, bounded by bytes alone.
 Reading on moves the cursor's end along; a jump elsewhere, or reading another
 archive, gives the old cursor up (its fetches are cancelled), and only the
 latest `cursors` cursors run at all. What is fetched lands in the caches; it
@@ -77,7 +78,9 @@ class Prefetcher:
         server nothing, so the window starts at its widest."""
         if self._nursery is None or self.depth <= 0:
             return
-        limit = max(self.depth, min(MAX_DEPTH, AHEAD_BYTES // max(1, page_bytes)))
+        # From the disk, only the bytes bound the window (they go to the kernel's cache).
+        most = AHEAD_BYTES // max(1, page_bytes)
+        limit = max(self.depth, most if local else min(MAX_DEPTH, most))
         cursor = self._cursors.get(arcid)
         if cursor is not None and cursor.last - BACKWARD <= index <= cursor.end:
             cursor.last = max(cursor.last, index)
