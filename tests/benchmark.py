@@ -262,6 +262,9 @@ def viewer_row(server: Server, mounts: Mounts, latency: int, pages: int, arcid: 
 
 
 def warm_read_rows(server: Server, mounts: Mounts, workdir: Path, latency: int):
+    """Re-reading a folder's pages read before: on the same mount (the kernel's cache),
+    and on a new mount (the disk cache), against local files and the pyfuse3 floor.
+    A new mount's best of three: each one starts with the kernel's cache empty."""
     local = workdir / "local-pages"
     if not local.exists():
         with zipfile.ZipFile(server.library / "Pages.zip") as archive:
@@ -274,40 +277,57 @@ def warm_read_rows(server: Server, mounts: Mounts, workdir: Path, latency: int):
         folder = mounted.path / "Pages"
         files = [folder / n for n in sorted(os.listdir(folder)) if n[0].isdigit()]
         read_files(files)
+        # The disk cache's writing (it waits for reading to pause) is not this row's.
+        wait_for(lambda: len(list(cache.glob("*/v1/page/*/*"))) >= len(files), 60)
         same_mount = best_of(3, lambda: timed(lambda: read_files(files)))
-    with mounts.mount(server, cache) as mounted:
-        folder = mounted.path / "Pages"
-        files = [folder / n for n in sorted(os.listdir(folder)) if n[0].isdigit()]
-        server.clear_requests()
-        remounted = timed(lambda: read_files(files))
-        pages_asked = [r for r in server.requests() if "/page" in r["path"]]
-    assert not pages_asked, f"a warm read asked the server for {len(pages_asked)} pages"
-    count = len(local_files)
-    yield ratio_row(f"warm re-read of all {count} pages (same mount) vs local files",
-                    latency, same_mount, local_time, "ms", "<= 2x")  # fmt: skip
-    yield ratio_row(f"warm re-read of all {count} pages (new mount, disk cache) vs local files",
-                    latency, remounted, local_time, "ms", "<= 2x")  # fmt: skip
+    asked: list[dict] = []
+
+    def new_mount() -> float:
+        with mounts.mount(server, cache) as mounted:
+            folder = mounted.path / "Pages"
+            files = [folder / n for n in sorted(os.listdir(folder)) if n[0].isdigit()]
+            server.clear_requests()
+            took = timed(lambda: read_files(files))
+            asked.extend(r for r in server.requests() if "/page" in r["path"])
+            return took
+
+    remounted = best_of(3, new_mount)
+    assert not asked, f"a warm read asked the server for {len(asked)} pages"
     first, again = floor_times(local, workdir)
+    count = len(local_files)
     yield Row(f"(floor) a minimal pyfuse3 file system serving the {count} pages from memory: "
               "first read / re-read", latency, f"{first * 1000:.0f} / {again * 1000:.0f} ms",
               f"{local_time * 1000:.0f} ms (local files)",
               f"{first / local_time:.2f}x / {again / local_time:.2f}x time", "-", "-")  # fmt: skip
+    yield ratio_row(f"warm re-read of all {count} pages, same mount (kernel's cache; local "
+                    f"files {same_mount / local_time:.1f}x), vs the floor's re-read", latency,
+                    same_mount, again, "ms", "<= 1.3x")  # fmt: skip
+    yield ratio_row(f"warm re-read of all {count} pages, new mount (disk cache; local files "
+                    f"{remounted / local_time:.1f}x), vs the same mount's", latency, remounted,
+                    same_mount, "ms", "<= 1.5x")  # fmt: skip
+    yield ratio_row(f"warm re-read of all {count} pages, new mount, vs the floor's first read "
+                    "(from memory, the kernel's cache empty)", latency, remounted, first, "ms",
+                    "<= 1.3x")  # fmt: skip
 
 
 def floor_times(folder: Path, workdir: Path) -> tuple[float, float]:
-    """Reading `folder`'s files through tests/memfs.py: once (the kernel's cache empty),
-    then again. No Python FUSE file system can do better on this machine."""
+    """Reading `folder`'s files through tests/memfs.py: once (the kernel's cache empty;
+    the best of three mounts), then again (the best of three). No Python FUSE file
+    system can do better on this machine."""
     path = workdir / "mnt-floor"
     path.mkdir(exist_ok=True)
     command = [PYTHON, "-m", "tests.memfs", str(folder), str(path)]
-    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent)
-    with Mount(path, process, workdir / "mnt-floor.log"):
-        if not wait_for(lambda: os.path.ismount(path), 30):
-            raise RuntimeError("tests.memfs did not mount")
-        files = [path / name for name in sorted(os.listdir(path))]
-        first = timed(lambda: read_files(files))
-        again = best_of(3, lambda: timed(lambda: read_files(files)))
-    return first, again
+    files = [path / name.name for name in sorted(folder.iterdir())]
+    firsts, agains = [], []
+    for _ in range(3):
+        process = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent)
+        with Mount(path, process, workdir / "mnt-floor.log"):
+            if not wait_for(lambda: os.path.ismount(path), 30):
+                raise RuntimeError("tests.memfs did not mount")
+            os.listdir(path)
+            firsts.append(timed(lambda: read_files(files)))
+            agains.append(best_of(3, lambda: timed(lambda: read_files(files))))
+    return min(firsts), min(agains)
 
 
 def thumbnailer_view(folder: Path, thumbnails: Path) -> tuple[float, int, int]:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 BATCH_BYTES = 4 << 20  # consecutive zip members asked for with one Range request, at most
 PARALLEL = 3  # requests in flight for one prefetch
+IN_KERNEL = 50_000  # pages remembered as handed to the kernel's cache, at most
 SERVER_AHEAD = 32  # pages asked of the server by one prefetch, at most (each costs it CPU)
 AHEAD_BATCH = 16  # pages read ahead from the disk cache with one trip to a worker thread
 
@@ -68,6 +69,9 @@ class PageStore:
         self._client = client
         self._disk = disk
         self._memory: LRUCache[tuple[str, int], bytes] = LRUCache(memory_bytes, getsizeof=len)
+        # Pages handed to the kernel's cache from the disk lately: not read ahead again
+        # (the kernel may drop one meanwhile: then a read asks for it, as for any page).
+        self._in_kernel: LRUCache[tuple[str, int], bool] = LRUCache(IN_KERNEL)
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._no_spans: set[str] = set()  # archives whose zip members did not check out
         self._read_at = float("-inf")  # when a program last read (trio's clock)
@@ -126,6 +130,8 @@ class PageStore:
 
         async def from_disk(indexes: list[int]) -> None:
             found = await self._disk_ahead(pages, indexes, taken)
+            for index in taken.intersection(indexes):
+                self._in_kernel[(pages.arcid, index)] = True
             for index, data in found.items():
                 self.remember(pages.arcid, index, data)
                 self.on_ahead(pages.arcid, index, data)
@@ -158,7 +164,8 @@ class PageStore:
 
     def _busy(self, arcid: str, index: int) -> bool:
         """In memory already, or on its way."""
-        return (arcid, index) in self._memory or self._flights.running((arcid, index))
+        key = (arcid, index)
+        return key in self._memory or key in self._in_kernel or self._flights.running(key)
 
     async def _load_one(self, pages: PageSet, index: int) -> bytes:
         found: dict[int, bytes] = {}
