@@ -252,6 +252,7 @@ class DesktopThumbnails:
                     return
 
         async with send:
+            await library.until_reading_pauses(QUIET)  # a reader opening the folder first
             cached = await self._cached(list(keys.values()))
             for page, data in zip(pages, cached, strict=True):
                 if data is not None:
