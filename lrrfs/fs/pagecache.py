@@ -28,6 +28,8 @@ class KernelPageCache:
         self._lock = threading.Lock()
         self._pending = 0
         self._closed = False
+        self._storing = 0  # store_now calls in progress (the session must outlive them)
+        self._stored = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="lrrfs-pagecache", daemon=True)
         self._thread.start()
 
@@ -42,19 +44,28 @@ class KernelPageCache:
     def store_now(self, inode: int, data: bytes | memoryview) -> bool:
         """Hand the file's bytes to the kernel now (blocking; any thread but the trio
         thread): whether it took them."""
-        if self._closed:
-            return False
+        with self._lock:
+            if self._closed:
+                return False
+            self._storing += 1
         try:
             # Any contiguous buffer (PyObject_GetBuffer), whatever its stub says.
             pyfuse3.notify_store(inode, 0, data)  # type: ignore[arg-type]
         except OSError as exc:
             log.debug("page cache: inode %d not stored: %s", inode, exc)
             return False
+        finally:
+            with self._lock:
+                self._storing -= 1
+                self._stored.notify_all()
         return True
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop storing (before the FUSE session closes)."""
-        self._closed = True
+        """Stop storing, and wait (at most `timeout`) for the stores under way: the FUSE
+        session closes next."""
+        with self._lock:
+            self._closed = True
+            self._stored.wait_for(lambda: not self._storing, timeout)
         self._queue.put(None)
         self._thread.join(timeout)
 
