@@ -142,14 +142,10 @@ class DiskCache:
         except OSError:
             return None
         try:
-            header = os.pread(fd, HEADER.size, 0)
-            if len(header) < HEADER.size:
+            found = _blob_header(fd)
+            if found is None or found[0] > len(buffer):
                 return None
-            magic, length, crc = HEADER.unpack(header)
-            if magic != MAGIC or length > len(buffer):
-                return None
-            if os.fstat(fd).st_size != HEADER.size + length:
-                return None
+            length, crc = found
             data = buffer[:length]
             if os.preadv(fd, [data], HEADER.size) != length or zlib.crc32(data) != crc:
                 return None
@@ -443,16 +439,26 @@ def _read_blob(path: Path) -> bytes | None:
     (the copy's page faults cost more than the read here), and the trio thread waits."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        header = os.pread(fd, HEADER.size, 0)
-        if len(header) < HEADER.size:
+        found = _blob_header(fd)
+        if found is None:
             return None
-        magic, length, crc = HEADER.unpack(header)
-        if magic != MAGIC or os.fstat(fd).st_size != HEADER.size + length:
-            return None
+        length, crc = found
         data = os.pread(fd, length, HEADER.size)
     finally:
         os.close(fd)
     return data if len(data) == length and zlib.crc32(data) == crc else None
+
+
+def _blob_header(fd: int) -> tuple[int, int] | None:
+    """(length, CRC-32) of the blob in the file, if its header and its size say it is
+    one (a file cut short or grown is not)."""
+    header = os.pread(fd, HEADER.size, 0)
+    if len(header) < HEADER.size:
+        return None
+    magic, length, crc = HEADER.unpack(header)
+    if magic != MAGIC or os.fstat(fd).st_size != HEADER.size + length:
+        return None
+    return length, crc
 
 
 def _stamp(target: int | Path) -> None:

@@ -163,7 +163,7 @@ class PageStore:
         await in_order(self._runs(pages, wanted), fetch)
 
     def _busy(self, arcid: str, index: int) -> bool:
-        """In memory already, or on its way."""
+        """In memory already, handed to the kernel's cache lately, or on its way."""
         key = (arcid, index)
         return key in self._memory or key in self._in_kernel or self._flights.running(key)
 

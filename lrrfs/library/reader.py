@@ -2,10 +2,11 @@
 of parallel Range requests.
 
 The file is cut into blocks of `BLOCK` bytes. Blocks the disk cache holds
-(`CachedArchive`) are loaded from it; only blocks it lacks are asked of the
-server, runs of them merged into one Range request each, and every request
-that arrives whole goes to the disk cache's writer (off the reading path,
-from the very buffer it arrived in).
+(`CachedArchive`) are read from it: at once, on the trio thread, when the
+kernel's page cache has them (the window ahead is prefetched into it), else by
+a worker. Only blocks it lacks are asked of the server, runs of them merged
+into one Range request each, and every request that arrives whole goes to the
+disk cache's writer (off the reading path, from the very buffer it arrived in).
 
 Each read is served from "parts": buffers being filled, by Range requests (in
 the client's worker threads) or by the disk (in the cache's), for consecutive
@@ -288,6 +289,8 @@ class ArchiveReader:
         reads that follow take them from its page cache. In steps of a few blocks."""
         assert self._disk is not None
         first = max(run.start, self._hinted)
+        if first >= run.stop:
+            return
         if run.stop - first < PREFETCH_STEP and run.stop < -(-self.size // BLOCK):
             return
         files, archive = self._disk
