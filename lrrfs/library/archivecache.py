@@ -480,7 +480,7 @@ def _read_if_cached(fd: int, view: memoryview, offset: int) -> bool:
     """Fill `view` from the file at `offset` only from the kernel's page cache."""
     try:
         return os.preadv(fd, [view], offset, os.RWF_NOWAIT) == len(view)
-    except (BlockingIOError, OSError):  # not cached; or a kernel without RWF_NOWAIT
+    except OSError:  # EAGAIN: not cached; EOPNOTSUPP: a file system without RWF_NOWAIT
         return False
 
 
