@@ -385,8 +385,6 @@ class DiskCache:
         """Scan the folder; delete the least recently used files until under the cap."""
         with self._lock:
             written = self._written
-            # Used lately, not stamped yet (uses are stamped in batches): as good as now.
-            pending = {str(self.path(kind, key)) for kind, key in self._touches}
         files = []
         total = 0
         now = time.time()
@@ -405,8 +403,7 @@ class DiskCache:
             # Bytes held: an archive file is sparse (its length is the archive's, blocks not
             # read take no space); a small file is counted by length, as it was written.
             size = min(info.st_size, info.st_blocks * 512)
-            used = time.time_ns() if entry.path in pending else info.st_mtime_ns
-            files.append((not bulky, used, size, entry.path))
+            files.append((not bulky, info.st_mtime_ns, size, entry.path))
             total += size
         if total > self.cap:
             files.sort()
