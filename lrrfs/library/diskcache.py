@@ -95,8 +95,7 @@ class DiskCache:
         self._evictor: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _used and the write queue
         self._queue: deque[tuple[str, str, bytes]] = deque()  # blobs to write
-        # Blobs used, to stamp; with their bytes if known (to write back one evicted).
-        self._touches: dict[tuple[str, str], bytes | None] = {}
+        self._touches: dict[tuple[str, str], bytes] = {}  # blobs used, to stamp
         self._touch_due = 0.0  # when the gathered touches are stamped
         self._queued = 0  # bytes in both
         self._quiet_from = 0.0  # no write before this (monotonic): a reader is busy
@@ -218,10 +217,9 @@ class DiskCache:
         """Queue the blob for the writer thread; dropped if too much is waiting."""
         self._enqueue(kind, key, data, touch=False)
 
-    def touch_later(self, kind: str, key: str, data: bytes | None) -> None:
-        """The blob was used (from memory, or from the kernel's cache: `data` None): it is
-        the most recent again, for eviction; written again, if its bytes are given, if it
-        was evicted meanwhile (least recently used is not unused)."""
+    def touch_later(self, kind: str, key: str, data: bytes) -> None:
+        """The blob was used (from memory): it is the most recent again, for eviction;
+        written again if it was evicted meanwhile (least recently used is not unused)."""
         self._enqueue(kind, key, data, touch=True)
 
     def reading(self) -> None:
@@ -229,13 +227,11 @@ class DiskCache:
         the reader's first), unless the backlog grows long."""
         self._quiet_from = time.monotonic() + QUIET_SECONDS
 
-    def _enqueue(self, kind: str, key: str, data: bytes | None, touch: bool) -> None:
-        size = len(data) if data is not None else 0
+    def _enqueue(self, kind: str, key: str, data: bytes, touch: bool) -> None:
         with self._lock:
-            if self._closed or self._queued + size > QUEUE_BYTES:
+            if self._closed or self._queued + len(data) > QUEUE_BYTES:
                 return
             if not touch:
-                assert data is not None
                 self._queue.append((kind, key, data))
                 # While a reader is busy, one wake-up for the first write is enough:
                 # the writer then waits for the pause by itself.
@@ -246,11 +242,9 @@ class DiskCache:
                     self._touch_due = time.monotonic() + TOUCH_SECONDS
                     self._wakeup.notify()  # the writer's next deadline
                 self._touches[(kind, key)] = data
-            elif data is not None and self._touches[(kind, key)] is None:
-                self._touches[(kind, key)] = data  # its bytes, now known
             else:
                 return
-            self._queued += size
+            self._queued += len(data)
 
     def before_close(self, job: Callable[[], None]) -> None:
         """Run `job` first when closing (another writer into the folder stops)."""
@@ -283,21 +277,17 @@ class DiskCache:
                 try:
                     if touch:
                         _stamp(self.path(kind, key))
-                    elif data is not None:
+                    else:
                         self.put(kind, key, data)
                 except FileNotFoundError:
-                    if data is not None:
-                        self.put(kind, key, data)  # evicted, and used since: back it goes
+                    self.put(kind, key, data)  # evicted, and used since: back it goes
                 except OSError:
                     pass
                 finally:
                     with self._lock:
-                        self._queued -= len(data) if data is not None else 0
+                        self._queued -= len(data)
 
-    def _touched_bytes(self) -> int:
-        return sum(len(data) for data in self._touches.values() if data is not None)
-
-    def _next_jobs(self) -> list[tuple[str, str, bytes | None, bool]] | None:
+    def _next_jobs(self) -> list[tuple[str, str, bytes, bool]] | None:
         """(With the lock held.) The gathered touches once due, else the next write;
         waits for either. None once closed with nothing left."""
         while True:
@@ -319,7 +309,7 @@ class DiskCache:
         """Block until every queued write is on the disk (True), or `timeout` passed."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._queued > self._touched_bytes():  # writes not done
+            while self._queued > sum(map(len, self._touches.values())):  # writes not done
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

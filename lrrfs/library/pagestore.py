@@ -101,13 +101,6 @@ class PageStore:
         if self._disk is not None:  # (it gathers a page's uses into one stamp)
             self._disk.touch_later("page", self._disk_key(pages, index), data)
 
-    def opened(self, key: str, page: Page) -> None:
-        """A reader opened the page: its disk copy is the most recent, for eviction, even
-        if the kernel answers the reads itself (from a page handed to it ahead). `key`:
-        the archive's pages' key (`PageSet.key`)."""
-        if self._disk is not None:
-            self._disk.touch_later("page", f"{key}/{page.ref.path}", None)
-
     def remember(self, arcid: str, index: int, data: bytes) -> None:
         if len(data) <= self._memory.maxsize:
             self._memory[(arcid, index)] = data

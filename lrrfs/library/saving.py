@@ -124,7 +124,6 @@ class LibraryEditing(LibraryPages):
             self.prefetcher.reading(
                 arcid, index, len(listed), listed[index].size, archive.pages_from_disk
             )
-            self._store.opened(self._pages_key(archive), listed[index])
         self.note_reading()
         clear_new = self._clear_new_on_read and archive.meta.isnew
         if by_person and (self._progress or clear_new):
