@@ -49,16 +49,11 @@ class KernelPageCache:
                 return False
             self._storing += 1
         try:
-            # Any contiguous buffer (PyObject_GetBuffer), whatever its stub says.
-            pyfuse3.notify_store(inode, 0, data)  # type: ignore[arg-type]
-        except OSError as exc:
-            log.debug("page cache: inode %d not stored: %s", inode, exc)
-            return False
+            return _notify_store(inode, data)
         finally:
             with self._lock:
                 self._storing -= 1
                 self._stored.notify_all()
-        return True
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop storing, and wait (at most `timeout`) for the stores under way: the FUSE
@@ -73,9 +68,18 @@ class KernelPageCache:
         while (item := self._queue.get()) is not None:
             inode, data = item
             try:
-                pyfuse3.notify_store(inode, 0, data)
-            except OSError as exc:  # the kernel forgot the inode, or cannot store
-                log.debug("page cache: inode %d not stored: %s", inode, exc)
+                _notify_store(inode, data)
             finally:
                 with self._lock:
                     self._pending -= len(data)
+
+
+def _notify_store(inode: int, data: bytes | memoryview) -> bool:
+    """Store the file's bytes in the kernel's cache (blocking): whether it took them."""
+    try:
+        # Any contiguous buffer (PyObject_GetBuffer), whatever its stub says.
+        pyfuse3.notify_store(inode, 0, data)  # type: ignore[arg-type]
+    except OSError as exc:  # the kernel forgot the inode, or cannot store
+        log.debug("page cache: inode %d not stored: %s", inode, exc)
+        return False
+    return True

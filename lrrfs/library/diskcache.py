@@ -40,10 +40,12 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAGIC = b"LRRFS\x01\x00\x00"
 HEADER = struct.Struct("<8sQI")
@@ -164,12 +166,17 @@ class DiskCache:
     async def read_many(self, kind: str, keys: list[str], timeout: float) -> list[bytes | None]:
         """`read` of several blobs with one trip to a worker thread (the trip costs more
         than reading a page the system has cached)."""
+        found = await self.in_worker(lambda: [self.get(kind, key) for key in keys], timeout)
+        return found if found is not None else [None] * len(keys)
+
+    @staticmethod
+    async def in_worker(job: Callable[[], T], timeout: float) -> T | None:
+        """`job` (blocking disk work) in a worker thread, so that a slow disk never stalls
+        the mount; None if the disk does not answer within `timeout` seconds."""
         with trio.move_on_after(timeout):
-            return await trio.to_thread.run_sync(
-                lambda: [self.get(kind, key) for key in keys], abandon_on_cancel=True
-            )
+            return await trio.to_thread.run_sync(job, abandon_on_cancel=True)
         log.warning("disk cache: no answer from the disk within %g s", timeout)
-        return [None] * len(keys)
+        return None
 
     # -- writing ----------------------------------------------------------------
 

@@ -239,10 +239,8 @@ class PageStore:
                     kept[i] = bytes(data)
             return kept
 
-        with trio.move_on_after(self._client.timeout):
-            return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
-        log.warning("disk cache: no answer from the disk within %g s", self._client.timeout)
-        return {}
+        kept = await disk.in_worker(run, self._client.timeout)
+        return kept if kept is not None else {}
 
     def _spans(self, pages: PageSet) -> bool:
         return pages.arcid not in self._no_spans
