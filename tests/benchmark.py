@@ -33,6 +33,7 @@ from pathlib import Path
 from lrrfs.testserver.samples import make_archive, write_zip
 
 from .conftest import PYTHON, Mount, Server, mount_env, start_mount, start_server, wait_for
+from .test_desktop_thumbnails import complete, thumbnail_root, thumbnailed_files
 from .test_large import peak_rss_mb
 
 PAGE_BYTES = 200_000
@@ -277,8 +278,11 @@ def warm_read_rows(server: Server, mounts: Mounts, workdir: Path, latency: int):
         folder = mounted.path / "Pages"
         files = [folder / n for n in sorted(os.listdir(folder)) if n[0].isdigit()]
         read_files(files)
-        # The disk cache's writing (it waits for reading to pause) is not this row's.
+        # The disk cache's writing and the folder's desktop thumbnails (both wait for
+        # reading to pause) are not this row's.
         wait_for(lambda: len(list(cache.glob("*/v1/page/*/*"))) >= len(files), 60)
+        root = thumbnail_root(mounted)
+        wait_for(lambda: complete(root, thumbnailed_files(folder)), 120)
         same_mount = best_of(3, lambda: timed(lambda: read_files(files)))
     asked: list[dict] = []
 
