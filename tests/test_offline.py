@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from lrrfs.library.diskcache import DiskCache, server_folder_name
+from lrrfs.library.views import Views
 from lrrfs.testserver.samples import make_archive
 
 from .conftest import KEY, Server, archive_names, launch_mount, served_pages, start_server, wait_for
 from .test_config import lrrfs_env, run_lrrfs, status_json
+from .test_views import arcid_of
 
 TIMEOUT = 5.0  # --timeout of the mounts here: an uncached call offline must not wait for it
 PROBE = 1.0  # --probe-interval: the most between two looks for the server
@@ -312,3 +314,70 @@ def test_warming_a_view_pins_it_past_the_cap_and_cache_show_says_what_is_held(
     assert titles == ["Warm Big", "Warm One", "Warm Two"]
     assert all(re.search(r"MiB +\d+/(4|12) pages +(offline|partly) ", row) for row in rows), rows
     assert re.fullmatch(r"\d+\.\d MiB held of 1\.0 MiB: 3 of 4 archives, .*", total), total
+
+
+def view_listings(mountpoint: Path) -> dict[str, list[str]]:
+    """The views only the server knows, each folder's listing."""
+    shown = {}
+    for view in ("@categories", "@tankoubons", "@untagged"):
+        shown[view] = sorted(os.listdir(mountpoint / view))
+    for view in ("@categories", "@tankoubons"):
+        for name in shown[view]:
+            shown[f"{view}/{name}"] = sorted(os.listdir(mountpoint / view / name))
+    return shown
+
+
+def test_the_servers_own_views_show_offline_as_the_last_refresh_saw_them(
+    library: Path, tmp_path: Path
+) -> None:
+    """@categories (a saved search's result too), @tankoubons and @untagged come from the
+    server alone: a mount that starts offline shows them from the disk cache."""
+    ids = {path.stem: arcid_of(path) for path in library.glob("*.zip")}
+    seed = {
+        "archives": {"Cold.zip": {"tags": ["artist:someone"]}},
+        "categories": [
+            {"id": "SET_1", "name": "Favs", "archives": [ids["Warm One"], ids["Cold"]]},
+            {"id": "SET_2", "name": "Warmers", "search": "Warm"},
+        ],
+        "tankoubons": [
+            {"id": "TANK_1", "name": "Series", "archives": [ids["Warm Two"], ids["Warm One"]]}
+        ],
+    }
+    (library / ".lrrfs-server.json").write_text(json.dumps(seed))
+    env = lrrfs_env(tmp_path, LRR_API_KEY=KEY)
+    cache = tmp_path / "cache"
+    mountpoint = tmp_path / "lrr"
+    server = start_server(library, tmp_path)
+    try:
+        with mount_offline_capable(server.url, mountpoint, cache, env):
+            online = view_listings(mountpoint)
+        server.stop()
+        with mount_offline_capable(server.url, mountpoint, cache, env) as mount:
+            assert status_json(mountpoint, env)["online"] is False
+            assert view_listings(mountpoint) == online, mount.log_text()
+    finally:
+        server.stop()
+    assert online["@categories"] == ["Favs", "Warmers"]
+    assert online["@categories/Favs"] == ["Cold", "Warm One"]
+    assert online["@categories/Warmers"] == ["Warm One", "Warm Two"]
+    assert online["@tankoubons"] == ["Series"] and len(online["@tankoubons/Series"]) == 2
+    assert online["@untagged"] == ["Warm One", "Warm Two"]
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"untagged": [1], "categories": [], "found": {}, "tankoubons": null}',
+        b'{"untagged": [], "categories": [{"name": "no id"}], "found": {}, "tankoubons": null}',
+        b'{"untagged": [], "categories": [], "found": {"A": "x"}, "tankoubons": null}',
+        b'{"untagged": [], "categories": [], "found": {}, "tankoubons": [{"id": 1}]}',
+    ],
+)
+def test_saved_views_that_do_not_read_are_ignored(saved: bytes, caplog) -> None:
+    views = Views(None)  # type: ignore[arg-type]  # restoring asks no server
+    views.restore(saved)
+    assert views.categories == {} and views.tankoubons is None
+    assert "views saved last time are unusable" in caplog.text

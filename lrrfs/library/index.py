@@ -119,6 +119,7 @@ class LibraryIndex:
             try:
                 self._apply_body(body, await trio.to_thread.run_sync(self._parse, body))
                 self.index_from_cache = True
+                await self._restore_views()
                 return self.info
             except LrrError as exc:
                 log.warning("disk cache: the cached archive list is unusable: %s", exc)
@@ -140,6 +141,7 @@ class LibraryIndex:
         self._progress = self._progress and info.tracks_progress
         self._apply_body(body, await trio.to_thread.run_sync(self._parse, body))
         self.index_from_cache = True
+        await self._restore_views()
         self.client.link.go_offline(reason)
         return info
 
@@ -196,6 +198,20 @@ class LibraryIndex:
     async def _refresh_views(self) -> None:
         if self.views is not None:
             await self.views.refresh()
+            self._disk_put("views", self._views_key, self.views.saved())
+
+    async def _restore_views(self) -> None:
+        """The views as the last refresh left them: a mount started from the disk cache
+        shows its categories and tankoubons at once, offline too."""
+        if self.views is None:
+            return
+        saved = await self._disk_get("views", self._views_key)
+        if saved is not None:
+            self.views.restore(saved)
+
+    @property
+    def _views_key(self) -> str:
+        return f"views {self.client.api_url('')}"
 
     def _apply(self, metas: dict[str, ArchiveMeta]) -> Changes:
         previous = {arcid: (a.named_for, a.name) for arcid, a in self._archives.items()}

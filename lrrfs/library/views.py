@@ -16,16 +16,17 @@ the server knows (untagged, categories, searches), asked again at every refresh.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Union
+from typing import Protocol, TypeVar, Union
 
 import trio
 from cachetools import LRUCache
 
-from ..client import ArchiveMeta, Category, LrrClient
+from ..client import ArchiveMeta, Category, LrrClient, LrrError
 from ..client.writes import Tankoubon, tankoubons
 from .background import quietly
 from .names import safe_name
@@ -76,17 +77,34 @@ def tag_folder(tag: str) -> tuple[str, str] | None:
     return (BARE_TAGS_ESCAPE if folder == BARE_TAGS else folder), safe_name(value)
 
 
-def category_folders(categories: Iterable[Category]) -> dict[str, Category]:
-    """Folder name -> category; a name two categories share gets ` [<id>]` on the later one."""
-    named: dict[str, Category] = {}
-    for category in sorted(categories, key=lambda c: c.id):
-        name = safe_name(category.name)
+def _arcids(saved: object) -> frozenset[str]:
+    if not isinstance(saved, list) or not all(isinstance(arcid, str) for arcid in saved):
+        raise TypeError("not a list of archive ids")
+    return frozenset(saved)
+
+
+class _Group(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+
+
+G = TypeVar("G", bound=_Group)
+
+
+def group_folders(groups: Iterable[G], what: str) -> dict[str, G]:
+    """Folder name -> category or tankoubon (`what`); a name two share gets ` [<id>]` on
+    the later one."""
+    named: dict[str, G] = {}
+    for group in sorted(groups, key=lambda g: g.id):
+        name = safe_name(group.name)
         if name in named:
-            name = safe_name(category.name, suffix=f" [{category.id}]")
-        if name in named:  # a category named like another's suffixed name: rare, skipped
-            log.warning("views: category %r has no free folder name", category.name)
+            name = safe_name(group.name, suffix=f" [{group.id}]")
+        if name in named:  # named like another's suffixed name: rare, skipped
+            log.warning("views: %s %r has no free folder name", what, group.name)
             continue
-        named[name] = category
+        named[name] = group
     return named
 
 
@@ -154,19 +172,13 @@ class Views:
                 nursery.start_soon(quietly, self.refresh_tankoubons(), "views: tankoubons")
 
     async def refresh_tankoubons(self) -> None:
-        named: dict[str, Tankoubon] = {}
-        for tank in sorted(await tankoubons(self._client), key=lambda k: k.id):
-            name = safe_name(tank.name)
-            if name in named:
-                name = safe_name(tank.name, suffix=f" [{tank.id}]")
-            named.setdefault(name, tank)
-        self.tankoubons = named
+        self.tankoubons = group_folders(await tankoubons(self._client), "tankoubon")
 
     async def _refresh_untagged(self) -> None:
         self._untagged = frozenset(await self._client.untagged())
 
     async def refresh_categories(self) -> None:
-        named = category_folders(await self._client.categories())
+        named = group_folders(await self._client.categories(), "category")
         folders: Tree = {}
 
         async def fill(name: str, category: Category) -> None:
@@ -184,6 +196,48 @@ class Views:
                 nursery.start_soon(quietly, fill(name, category), f"views: category {name!r}")
         self._categories = folders
         self.categories = named
+
+    def saved(self) -> bytes:
+        """What only the server knows of the views (untagged, categories and what their
+        searches found, tankoubons), for `restore` by a mount that starts without the
+        server: offline, or from the disk cache before its first refresh."""
+        state = {
+            "untagged": sorted(self._untagged),
+            "categories": [
+                {"id": c.id, "name": c.name, "archives": c.archives, "search": c.search}
+                for c in self.categories.values()
+            ],
+            "found": {name: sorted(ids) for name, ids in self._categories.items()},
+            "tankoubons": None
+            if self.tankoubons is None
+            else [
+                {"id": t.id, "name": t.name, "archives": t.archives}
+                for t in self.tankoubons.values()
+            ],
+        }
+        return json.dumps(state).encode()
+
+    def restore(self, saved: bytes) -> None:
+        """The views as `saved` left them; a text that does not read is ignored (said
+        in the log): the views stay empty until the server answers."""
+        try:
+            state = json.loads(saved)
+            categories = [Category.from_json(entry) for entry in state["categories"]]
+            found = {name: _arcids(ids) for name, ids in state["found"].items()}
+            untagged = _arcids(state["untagged"])
+            tanks = state["tankoubons"]
+            tanks = None if tanks is None else [Tankoubon.from_json(entry) for entry in tanks]
+        except (ValueError, KeyError, TypeError, AttributeError, LrrError) as exc:
+            log.warning("disk cache: the views saved last time are unusable: %s", exc)
+            return
+        named = group_folders(categories, "category")
+        self._categories = {
+            name: found.get(name, frozenset(category.archives)) for name, category in named.items()
+        }
+        self.categories = named
+        self._untagged = untagged
+        if tanks is not None:
+            self.tankoubons = group_folders(tanks, "tankoubon")
 
     async def search(self, query: str) -> frozenset[str]:
         """The archives the server finds for `query`, kept until the next refresh."""
