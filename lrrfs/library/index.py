@@ -59,6 +59,7 @@ class LibraryIndex:
     disk: DiskCache | None
     index_from_cache: bool  # the archive list is the disk cache's, not yet the server's
     _index_digest: bytes
+    _views_digest: bytes  # of the views last kept on disk
     views: Views | None
     reading: ReadingProgress
     _progress: bool
@@ -196,9 +197,15 @@ class LibraryIndex:
         return changes
 
     async def _refresh_views(self) -> None:
-        if self.views is not None:
-            await self.views.refresh()
-            self._disk_put("views", self._views_key, self.views.saved())
+        if self.views is None:
+            return
+        await self.views.refresh()
+        # 100,000 untagged archives make megabytes of text: built in a thread, kept on
+        # disk only when it changed.
+        saved = await trio.to_thread.run_sync(self.views.saved)
+        if self._digest(saved) != self._views_digest:
+            self._views_digest = self._digest(saved)
+            self._disk_put("views", self._views_key, saved)
 
     async def _restore_views(self) -> None:
         """The views as the last refresh left them: a mount started from the disk cache

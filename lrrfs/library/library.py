@@ -58,7 +58,7 @@ class Library(LibraryChanges):
         self.read_only = read_only
         self.disk = disk
         self.index_from_cache = False  # the archive list is the disk cache's, not yet the server's
-        self._index_digest = b""
+        self._index_digest = self._views_digest = b""
         self.views = Views(client) if views else None
         self.reading = ReadingProgress(self._report_reading)
         # Reading changes nothing on the server through a read-only mount.
