@@ -28,6 +28,7 @@ from .client.connectivity import Connectivity, Mode
 from .fs import LrrOperations, Ownership
 from .fs.calls import MAX_TASKS
 from .fs.readahead import set_read_ahead
+from .fs.spool import Spool
 from .library import Changes, Library
 from .library.background import repeat
 from .library.desktop import start_desktop_thumbnails
@@ -154,10 +155,15 @@ async def connect(options: MountOptions, doing: str = "mount") -> tuple[LrrClien
     return client, library
 
 
+def server_cache_folder(options: MountOptions) -> Path:
+    """The mount's folder for this server: the disk cache, the uploads' spool files."""
+    return (options.cache_dir or default_cache_root()) / server_folder_name(options.url)
+
+
 def open_disk_cache(options: MountOptions) -> DiskCache | None:
     if options.disk_cache_bytes <= 0:
         return None
-    root = (options.cache_dir or default_cache_root()) / server_folder_name(options.url)
+    root = server_cache_folder(options)
     try:
         return DiskCache(root, options.disk_cache_bytes)
     except OSError as exc:
@@ -276,7 +282,9 @@ async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int
             umask=options.umask,
         ),
         folder_icons=options.folder_icons,
+        spool=Spool(server_cache_folder(options) / "uploads"),
     )
+    await trio.to_thread.run_sync(ops.spool.sweep)
     try:
         pyfuse3.init(ops, str(options.mountpoint), fuse_options(options))
     except RuntimeError as exc:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from . import __version__
+from .library.diskcache import process_alive
 
 if TYPE_CHECKING:
     from .library import Library
@@ -212,12 +213,8 @@ def _alive(state: dict[str, Any]) -> bool:
     pid = state.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(pid):
         return False
-    except PermissionError:
-        pass  # alive, another user's
     start = state.get("pid_start")
     return start is None or _process_start(pid) in (None, start)
 

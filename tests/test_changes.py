@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lrrfs.library.diskcache import server_folder_name
 from lrrfs.testserver.samples import make_archive
 
 from .conftest import start_mount, start_server, wait_for
@@ -223,6 +224,35 @@ def test_two_mounts_add_the_same_file(mount, change_server, new_archive, tmp_pat
     assert codes == [0, 1], results
     assert any("File exists" in text for _, text in results)
     assert [a["title"] for a in change_server.archives()].count("Raced") == 1
+
+
+@UPLOADS
+def test_copies_wait_in_the_cache_folder_and_a_dead_mounts_are_removed(
+    change_server, new_archive, tmp_path
+):
+    """A copy's bytes wait beside the disk cache (`--cache-dir` on a big disk takes them);
+    the spool files a killed mount left are removed by the next mount, a live one's kept."""
+    cache = tmp_path / "big disk"
+    spool = cache / server_folder_name(change_server.url) / "uploads"
+    spool.mkdir(parents=True)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    stale = spool / f"upload-{ended.pid}-1"
+    stale.write_bytes(b"PK" + bytes(1000))
+    live = spool / f"upload-{os.getpid()}-1"  # this test's own PID: a running process
+    live.write_bytes(b"PK")
+    source = new_archive("Spooled.zip").read_bytes()
+    with start_mount(change_server, tmp_path / "lrr", args=("--cache-dir", str(cache))) as mount:
+        assert not stale.exists() and live.exists()
+        mine = f"upload-{mount.process.pid}-"
+        with open(mount.path / "Spooled.zip", "wb") as handle:
+            handle.write(source[:1000])
+            handle.flush()
+            [waiting] = [p for p in spool.iterdir() if p.name.startswith(mine)]
+            handle.write(source[1000:])
+        assert "Spooled" in server_titles(change_server)
+        assert not waiting.exists()
+    assert "left by a mount that ended mid-copy" in mount.log_text()
 
 
 # -- deleting ----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from .base import FileHandle
 from .editing import EditingOperations
 from .errors import fuse_errors
 from .inodes import Kind, Node
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,6 @@ class PendingUpload:
     size: int = 0
     dirty: bool = False  # written since it was last uploaded
     done: float = 0.0  # when the server got it (monotonic); 0: not yet
-
-
-def spool_dir() -> Path:
-    """Where uploads wait: on disk, beside the cache, never in a RAM-backed /tmp."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    folder = Path(base) / "lrrfs-uploads"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder
 
 
 def killed(pid: int) -> bool:
@@ -92,8 +85,9 @@ def _group_of(node: Node) -> tuple[str, str] | None:
 class ChangesOperations(EditingOperations):
     """Uploads, deletes, categories, tankoubons and the new flag."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, spool: Spool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.spool = spool
         self._uploads: dict[int, PendingUpload] = {}
         self._upload_numbers = count(1)
         self._listings: dict[int, tuple[int, str]] = {}  # open folder handle -> (pid, arcid)
@@ -191,7 +185,7 @@ class ChangesOperations(EditingOperations):
         self._can_add(text)
         if existing is not None:
             self._drop(self._upload(existing))
-        fd, spooled = _spool_file()
+        fd, spooled = self.spool.new_file()
         pending = PendingUpload(
             next(self._upload_numbers), parent.view, text, spooled, fd, ctx.pid, mode & 0o666
         )
@@ -204,7 +198,7 @@ class ChangesOperations(EditingOperations):
         if node.kind is Kind.UPLOAD:
             pending = self._upload(node)
             if pending.done:  # copied in again: a new copy (the server says if it is one)
-                pending.fd, pending.path = _spool_file()
+                pending.fd, pending.path = self.spool.new_file()
                 pending.done, pending.size, pending.dirty = 0.0, 0, False
             return
         super()._check_writable(node)
@@ -485,13 +479,6 @@ class ChangesOperations(EditingOperations):
         pending.name = new
         if is_archive_name(new) and pending.dirty and not pending.done:
             await self._send(pending)
-
-
-def _spool_file() -> tuple[int, Path]:
-    folder = spool_dir()
-    path = folder / f"upload-{os.getpid()}-{time.monotonic_ns()}"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    return fd, path
 
 
 def _close_spool(pending: PendingUpload) -> None:

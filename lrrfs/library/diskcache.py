@@ -347,7 +347,7 @@ class DiskCache:
             return found
         for entry in entries:
             pid = entry.name.split("-", 1)[0]
-            if not pid.isdigit() or not _alive(int(pid)):
+            if not pid.isdigit() or not process_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
                 continue
@@ -488,7 +488,8 @@ def _unlink_unless_used_since(path: str, used_ns: int) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of that PID runs (whoever's it is)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
