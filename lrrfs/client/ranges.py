@@ -340,8 +340,7 @@ class RangePool:
         self._discard(response, skip)
         self._read_body(response, job, last - first + 1)
         if response.status == 200 and not response.isclosed():
-            self._whole_files.seen = True  # the rest of the file is there for the next part
-            return _Stream(conn, response, last + 1)
+            return _Stream(conn, response, last + 1)  # the rest, for the next part
         return response.isclosed() and not response.will_close
 
     def _request(
@@ -382,6 +381,10 @@ class RangePool:
             return 0
         if status == 200:
             self._check_total(job, response.length)
+            if not self._whole_files.seen:  # told before a byte is read: the next parts
+                log.info("the server ignores Range requests: each archive file's parts go "
+                         "on from one download")  # fmt: skip
+                self._whole_files.seen = True  # take turns on one stream from now on
             return first
         if status in RETRY_STATUSES:
             raise _Busy(f"HTTP {status}")
