@@ -313,6 +313,7 @@ async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int
         status_file.remove()
         ops.detach()  # nothing may talk to the session once it is closed
         pyfuse3.close(unmount=True)
+        ops.keep_unsent()
         await client.aclose()
         if library.disk is not None:
             library.disk.close()  # queued writes reach the disk

@@ -231,7 +231,8 @@ def test_copies_wait_in_the_cache_folder_and_a_dead_mounts_are_removed(
     change_server, new_archive, tmp_path
 ):
     """A copy's bytes wait beside the disk cache (`--cache-dir` on a big disk takes them);
-    the spool files a killed mount left are removed by the next mount, a live one's kept."""
+    the spool files a killed mount left are removed by the next mount, a live one's kept,
+    and a file the server never got is kept at unmount."""
     cache = tmp_path / "big disk"
     spool = cache / server_folder_name(change_server.url) / "uploads"
     spool.mkdir(parents=True)
@@ -252,7 +253,13 @@ def test_copies_wait_in_the_cache_folder_and_a_dead_mounts_are_removed(
             handle.write(source[1000:])
         assert "Spooled" in server_titles(change_server)
         assert not waiting.exists()
+        (mount.path / "notes.txt").write_text("mine")  # not an archive's name: never sent
     assert "left by a mount that ended mid-copy" in mount.log_text()
+    # Unmounted: the file the server never got is kept for its owner, and stays kept.
+    assert (spool / "unsent" / "notes.txt").read_text() == "mine"
+    assert "'notes.txt' was not sent to the server" in mount.log_text()
+    with start_mount(change_server, tmp_path / "lrr", args=("--cache-dir", str(cache))):
+        assert (spool / "unsent" / "notes.txt").read_text() == "mine"
 
 
 # -- deleting ----------------------------------------------------------------------------

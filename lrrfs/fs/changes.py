@@ -268,6 +268,25 @@ class ChangesOperations(EditingOperations):
         self._uploads.pop(pending.number, None)
         _close_spool(pending)
 
+    def keep_unsent(self) -> None:
+        """At unmount: the files copied in that the server never got (a name that is not an
+        archive's, a copy still open) are kept for their owner, never deleted."""
+        for pending in list(self._uploads.values()):
+            if pending.done or pending.fd < 0:
+                continue
+            os.close(pending.fd)
+            pending.fd = -1
+            if pending.size == 0:
+                pending.path.unlink(missing_ok=True)
+                continue
+            why = "still being copied" if is_archive_name(pending.name) else "not an archive's name"
+            try:
+                kept = self.spool.keep(pending.path, pending.name)
+            except OSError as exc:
+                log.warning("%r was not sent (%s) and cannot be kept: %s", pending.name, why, exc)
+                continue
+            log.warning("%r was not sent to the server (%s): kept in %s", pending.name, why, kept)
+
     @fuse_errors
     async def setattr(
         self,

@@ -19,12 +19,14 @@ from ..library.diskcache import process_alive
 log = logging.getLogger(__name__)
 
 SPOOL_PREFIX = "upload-"
+UNSENT = "unsent"  # files the server never got, kept for their owner (see `keep`)
 
 
 class Spool:
     """Where uploads wait: files on disk (never a RAM-backed /tmp), in the mount's cache
-    folder, each named by the PID of the mount that made it. A mount that ended without
-    removing its files (killed, a crash) leaves them to the next one to delete."""
+    folder, each named by the PID of the mount that made it. At unmount, a file the
+    server never got is kept under `unsent/`; a mount killed mid-copy leaves its files to
+    the next one to delete (partial copies: their sources are elsewhere)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -33,6 +35,18 @@ class Spool:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.folder / f"{SPOOL_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), path
+
+    def keep(self, path: Path, name: str) -> Path:
+        """Move a spool file the server never got to `unsent/<name>` (a free name), where
+        no sweep deletes it; its new path."""
+        folder = self.folder / UNSENT
+        folder.mkdir(mode=0o700, exist_ok=True)
+        target, number = folder / name, 1
+        while target.exists():
+            number += 1
+            target = folder / f"{number} {name}"
+        path.rename(target)
+        return target
 
     def sweep(self) -> None:
         """Delete the files of mounts no longer running."""
