@@ -17,7 +17,6 @@ import ctypes
 import errno
 import mmap
 import os
-import stat
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import tempfile
 import pyfuse3
 import trio
 
-from .memfs import serve
+from .memfs import attributes, serve
 
 IN_MODIFY = 0x2
 
@@ -42,15 +41,7 @@ class CurlFile(pyfuse3.Operations):
         self.written = trio.Event()  # set (and renewed) whenever curl writes
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None):  # type: ignore[no-untyped-def]
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = inode
-        attr.entry_timeout = attr.attr_timeout = 60
-        if inode == pyfuse3.ROOT_INODE:
-            attr.st_mode = stat.S_IFDIR | 0o555
-        else:
-            attr.st_mode = stat.S_IFREG | 0o444
-            attr.st_size = self.size
-        return attr
+        return attributes(inode, self.size)
 
     async def lookup(self, parent: int, name: bytes, ctx: pyfuse3.RequestContext):  # type: ignore[no-untyped-def]
         if parent != pyfuse3.ROOT_INODE or name != self.name:

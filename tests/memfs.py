@@ -31,15 +31,8 @@ class MemoryFiles(pyfuse3.Operations):
         self.inodes = {name: pyfuse3.ROOT_INODE + 1 + i for i, name in enumerate(self.names)}
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None):  # type: ignore[no-untyped-def]
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = inode
-        attr.entry_timeout = attr.attr_timeout = 60
-        if inode == pyfuse3.ROOT_INODE:
-            attr.st_mode = stat.S_IFDIR | 0o555
-        else:
-            attr.st_mode = stat.S_IFREG | 0o444
-            attr.st_size = len(self.data[inode - pyfuse3.ROOT_INODE - 1])
-        return attr
+        index = inode - pyfuse3.ROOT_INODE - 1
+        return attributes(inode, len(self.data[index]) if index >= 0 else 0)
 
     async def lookup(self, parent: int, name: bytes, ctx: pyfuse3.RequestContext):  # type: ignore[no-untyped-def]
         if parent != pyfuse3.ROOT_INODE or name not in self.inodes:
@@ -60,6 +53,19 @@ class MemoryFiles(pyfuse3.Operations):
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         return self.data[fh - pyfuse3.ROOT_INODE - 1][offset : offset + size]
+
+
+def attributes(inode: int, size: int) -> pyfuse3.EntryAttributes:
+    """The root folder, or a read-only file of `size` bytes; kept a minute."""
+    attr = pyfuse3.EntryAttributes()
+    attr.st_ino = inode
+    attr.entry_timeout = attr.attr_timeout = 60
+    if inode == pyfuse3.ROOT_INODE:
+        attr.st_mode = stat.S_IFDIR | 0o555
+    else:
+        attr.st_mode = stat.S_IFREG | 0o444
+        attr.st_size = size
+    return attr
 
 
 async def same_read_ahead(mountpoint: str) -> None:

@@ -274,11 +274,11 @@ class ChangesOperations(EditingOperations):
         for pending in list(self._uploads.values()):
             if pending.done or pending.fd < 0:
                 continue
+            if pending.size == 0:
+                _close_spool(pending)
+                continue
             os.close(pending.fd)
             pending.fd = -1
-            if pending.size == 0:
-                pending.path.unlink(missing_ok=True)
-                continue
             why = "still being copied" if is_archive_name(pending.name) else "not an archive's name"
             try:
                 kept = self.spool.keep(pending.path, pending.name)

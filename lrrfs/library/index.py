@@ -203,8 +203,9 @@ class LibraryIndex:
         # 100,000 untagged archives make megabytes of text: built in a thread, kept on
         # disk only when it changed.
         saved = await trio.to_thread.run_sync(self.views.saved)
-        if self._digest(saved) != self._views_digest:
-            self._views_digest = self._digest(saved)
+        digest = self._digest(saved)
+        if digest != self._views_digest:
+            self._views_digest = digest
             self._disk_put("views", self._views_key, saved)
 
     async def _restore_views(self) -> None:
