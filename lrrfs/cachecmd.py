@@ -25,7 +25,7 @@ from .client import LrrError
 from .client.connectivity import Mode
 from .library import Archive, Library
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
-from .library.offline import Holding, file_complete, holding, holdings
+from .library.offline import Holding, file_complete, holding, holdings, page_key
 from .mount import MountError, MountOptions, connect
 
 WRITE_WAIT = 120.0  # seconds for the disk to take what was warmed
@@ -113,7 +113,7 @@ async def _warm_one(library: Library, disk: DiskCache, archive: Archive, out: Te
     pages = await library.pages(archive.arcid)
     keys = library.archive_keys(archive)
     blobs = [("pages", keys.page_list), ("thumb", keys.thumbnail)]
-    blobs += [("page", f"{keys.page_prefix}/{page.ref.path}") for page in pages]
+    blobs += [("page", page_key(keys.page_prefix, page.ref.path)) for page in pages]
     blobs += [("file", keys.file)] if keys.file is not None else []
     with disk.pinned(blobs):
         await library.archive_file(archive.arcid)  # old servers: its name and size, cached

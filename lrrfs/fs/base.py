@@ -12,7 +12,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
@@ -22,7 +22,7 @@ import trio
 from ..library import METADATA_NAME, THUMBNAIL_NAME, ArchiveReader, Library
 from ..library.background import start_quietly
 from . import views
-from .calls import CallLimits
+from .calls import CallLimits, ReadRetries
 from .inodes import ROOT, VIEW_KINDS, InodeTable, Kind, Node
 from .pagecache import KernelPageCache
 from .readers import Readers
@@ -77,6 +77,7 @@ class FileHandle:
     wrote: bool = False  # metadata.json written through this handle since its last save
     failed: int = 0  # errno of a refused write: the text is incomplete, so no save
     pinned: bool = False  # an open scratch file: the folder keeps its name meanwhile
+    retries: ReadRetries = field(default_factory=ReadRetries)
 
 
 class OperationsBase(pyfuse3.Operations):

@@ -228,7 +228,7 @@ class LrrOperations(ChangesOperations):
             return handle.snapshot[off : off + size]
         if handle.reader is not None:
             self.library.note_reading()
-            with self.calls.bounded("read"):
+            with handle.retries.bounded(self.calls):
                 return await handle.reader.read(off, size)
         if node.kind is Kind.METADATA:
             archive = self.library.get(node.arcid)
@@ -238,7 +238,7 @@ class LrrOperations(ChangesOperations):
             return bytes(self.scratch.get(node.number).data[off : off + size])
         if node.kind is Kind.UPLOAD:
             return self.read_upload(node, off, size)
-        with self.calls.bounded("read"):
+        with handle.retries.bounded(self.calls):
             data = await self.library.page_data(node.arcid, node.number)
         handle.snapshot = data  # a page comes in several reads: one fetch, one prefetch nudge
         return memoryview(data)[off : off + size]

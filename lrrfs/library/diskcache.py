@@ -53,6 +53,7 @@ VERSION_DIR = "v1"
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 600.0  # a temp file this old was left by a crash
 LOW_WATER = 0.9  # eviction stops at this share of the cap
+EVICTION_PASSES = 3  # scans per eviction, when files are used while one runs
 QUEUE_BYTES = 64 << 20  # writes waiting for the writer thread, at most
 WRITER_NICENESS = 10
 TOUCH_SECONDS = 2.0  # uses are stamped at most this long after they happen
@@ -97,7 +98,7 @@ class DiskCache:
         self._evictor: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _used and the write queue
         self._queue: deque[tuple[str, str, bytes]] = deque()  # blobs to write
-        self._touches: dict[tuple[str, str], bytes] = {}  # blobs used, to stamp
+        self._touches: dict[tuple[str, str], bytes | None] = {}  # blobs used, to stamp
         self._touch_due = 0.0  # when the gathered touches are stamped
         self._queued = 0  # bytes in both
         self._quiet_from = 0.0  # no write before this (monotonic): a reader is busy
@@ -224,9 +225,10 @@ class DiskCache:
         """Queue the blob for the writer thread; dropped if too much is waiting."""
         self._enqueue(kind, key, data, touch=False)
 
-    def touch_later(self, kind: str, key: str, data: bytes) -> None:
+    def touch_later(self, kind: str, key: str, data: bytes | None) -> None:
         """The blob was used (from memory): it is the most recent again, for eviction;
-        written again if it was evicted meanwhile (least recently used is not unused)."""
+        written again if it was evicted meanwhile (least recently used is not unused),
+        when its `data` is at hand."""
         self._enqueue(kind, key, data, touch=True)
 
     def reading(self) -> None:
@@ -234,24 +236,26 @@ class DiskCache:
         the reader's first), unless the backlog grows long."""
         self._quiet_from = time.monotonic() + QUIET_SECONDS
 
-    def _enqueue(self, kind: str, key: str, data: bytes, touch: bool) -> None:
+    def _enqueue(self, kind: str, key: str, data: bytes | None, touch: bool) -> None:
+        size = _size(data)
         with self._lock:
-            if self._closed or self._queued + len(data) > QUEUE_BYTES:
+            if self._closed or self._queued + size > QUEUE_BYTES:
                 return
             if not touch:
+                assert data is not None
                 self._queue.append((kind, key, data))
                 # While a reader is busy, one wake-up for the first write is enough:
                 # the writer then waits for the pause by itself.
                 if len(self._queue) == 1 or time.monotonic() >= self._quiet_from:
                     self._wakeup.notify()
-            elif (kind, key) not in self._touches:
+            else:
+                if (kind, key) in self._touches and (data is None or self._touches[(kind, key)]):
+                    return  # gathered already (with its bytes, if any came)
                 if not self._touches:
                     self._touch_due = time.monotonic() + TOUCH_SECONDS
                     self._wakeup.notify()  # the writer's next deadline
                 self._touches[(kind, key)] = data
-            else:
-                return
-            self._queued += len(data)
+            self._queued += size
 
     def before_close(self, job: Callable[[], None]) -> None:
         """Run `job` first when closing (another writer into the folder stops)."""
@@ -284,17 +288,18 @@ class DiskCache:
                 try:
                     if touch:
                         _stamp(self.path(kind, key))
-                    else:
+                    elif data is not None:
                         self.put(kind, key, data)
                 except FileNotFoundError:
-                    self.put(kind, key, data)  # evicted, and used since: back it goes
+                    if data is not None:
+                        self.put(kind, key, data)  # evicted, and used since: back it goes
                 except OSError:
                     pass
                 finally:
                     with self._lock:
-                        self._queued -= len(data)
+                        self._queued -= _size(data)
 
-    def _next_jobs(self) -> list[tuple[str, str, bytes, bool]] | None:
+    def _next_jobs(self) -> list[tuple[str, str, bytes | None, bool]] | None:
         """(With the lock held.) The gathered touches once due, else the next write;
         waits for either. None once closed with nothing left."""
         while True:
@@ -316,7 +321,7 @@ class DiskCache:
         """Block until every queued write is on the disk (True), or `timeout` passed."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._queued > sum(map(len, self._touches.values())):  # writes not done
+            while self._queued > sum(map(_size, self._touches.values())):  # writes not done
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -382,6 +387,44 @@ class DiskCache:
         """Scan the folder; delete the least recently used files until under the cap."""
         with self._lock:
             written = self._written
+        for _ in range(EVICTION_PASSES):
+            total, stale = self._evict_pass()
+            if not stale:
+                break
+        with self._lock:
+            self._used = total + self._written - written  # what was written meanwhile
+
+    def _evict_pass(self) -> tuple[int, bool]:
+        """One scan and its deletions: (the bytes left, whether the scan's order went
+        stale). A file used since the scan stays, and ends the pass: the files after it
+        in that order may be newer now than the ones before it, and going on could
+        delete what every listing needs (the lists come last) while pages stay."""
+        files, total = self._scan()
+        if total <= self.cap:
+            return total, False
+        files.sort()
+        target = int(self.cap * LOW_WATER)
+        pinned = self._pinned_paths()
+        # What is being warmed stays, whatever it weighs: the rest makes room beside it
+        # (and no list goes for lack of room the pins took).
+        target += sum(size for _, _, size, path in files if path in pinned)
+        stale = False
+        for _, used, size, path in files:
+            if total <= target:
+                break
+            if path in pinned:
+                continue
+            if _used_since(path, used):
+                stale = True
+                break
+            if _unlink(path):
+                total -= size
+        log.info("disk cache: evicted down to %d MiB", total >> 20)
+        return total, stale
+
+    def _scan(self) -> tuple[list[tuple[bool, int, int, str]], int]:
+        """The cache's files in eviction order's terms (lists last, mtime, bytes held,
+        path) and their total; temporary files left by a crash are deleted."""
         files = []
         total = 0
         now = time.time()
@@ -402,21 +445,7 @@ class DiskCache:
             size = min(info.st_size, info.st_blocks * 512)
             files.append((not bulky, info.st_mtime_ns, size, entry.path))
             total += size
-        if total > self.cap:
-            files.sort()
-            target = int(self.cap * LOW_WATER)
-            pinned = self._pinned_paths()
-            # What is being warmed stays, whatever it weighs: the rest makes room beside it
-            # (and no list goes for lack of room the pins took).
-            target += sum(size for _, _, size, path in files if path in pinned)
-            for _, used, size, path in files:
-                if total <= target:
-                    break
-                if path not in pinned and _unlink_unless_used_since(path, used):
-                    total -= size
-            log.info("disk cache: evicted down to %d MiB", total >> 20)
-        with self._lock:
-            self._used = total + self._written - written  # what was written meanwhile
+        return files, total
 
     def blobs(self) -> Iterator[os.DirEntry[str]]:
         """Every file of the cache (blocking)."""
@@ -468,6 +497,10 @@ def _blob_header(fd: int) -> tuple[int, int] | None:
     return length, crc
 
 
+def _size(data: bytes | None) -> int:
+    return 0 if data is None else len(data)
+
+
 def _stamp(target: int | Path) -> None:
     """Set the mtime to now, to the nanosecond: the file system's own clock ticks
     coarsely, and files written in one tick would leave eviction to guess their order."""
@@ -475,11 +508,17 @@ def _stamp(target: int | Path) -> None:
     os.utime(target, ns=(now, now))
 
 
-def _unlink_unless_used_since(path: str, used_ns: int) -> bool:
-    """Delete a file the scan found old, unless it was used since (then it stays)."""
+def _used_since(path: str, used_ns: int) -> bool:
+    """The file the scan found last used at `used_ns` was used again since."""
     try:
-        if os.stat(path).st_mtime_ns > used_ns:
-            return False
+        return os.stat(path).st_mtime_ns > used_ns
+    except OSError:
+        return False  # gone (another mount evicted it), or the unlink will say
+
+
+def _unlink(path: str) -> bool:
+    """Delete the file; True if it is gone."""
+    try:
         os.unlink(path)
     except FileNotFoundError:
         pass  # another mount evicted it: gone all the same

@@ -28,6 +28,12 @@ from .singleflight import SingleFlight
 OFFLINE_TTL = 5.0  # seconds a computed @offline list is shown before it is computed again
 
 
+def page_key(prefix: str, path: str) -> str:
+    """The disk cache's key (kind "page") of the page at `path` of an archive whose pages
+    are filed under `prefix`."""
+    return f"{prefix}/{path}"
+
+
 @dataclass(frozen=True, slots=True)
 class ArchiveKeys:
     """Where the disk cache files an archive's parts (see `Library.archive_keys`)."""
@@ -35,7 +41,7 @@ class ArchiveKeys:
     arcid: str
     title: str
     page_list: str  # kind "pages"
-    page_prefix: str  # kind "page": f"{page_prefix}/{path}"
+    page_prefix: str  # kind "page": `page_key(page_prefix, path)`
     thumbnail: str  # kind "thumb"
     file: str | None  # kind "file": only old servers' archives need it
     size: int | None  # the archive file's length, when the list says it (its blocks' key)
@@ -97,7 +103,7 @@ def holding(disk: DiskCache, keys: ArchiveKeys) -> Holding:
         if paths is not None:
             pages = len(paths)
             for path in paths:
-                size = _size(disk, "page", f"{keys.page_prefix}/{path}")
+                size = _size(disk, "page", page_key(keys.page_prefix, path))
                 if size is not None:
                     cached += 1
                     total += size

@@ -12,7 +12,7 @@ import trio
 from ..client import BadResponse, LrrError, PageRef
 from .archive import PAGE_NAME_RE, Archive
 from .files import LibraryFiles
-from .offline import ArchiveKeys
+from .offline import ArchiveKeys, page_key
 from .pages import old_server_path, page_names
 from .pagestore import Page, PageSet
 from .zipindex import (
@@ -66,6 +66,12 @@ class LibraryPages(LibraryFiles):
     def _page_list_key(self, archive: Archive) -> str:
         # Page URLs differ between API generations (two servers may share a cache folder).
         return f"{self._pages_key(archive)}{'/extract' if self._old_server else ''}"
+
+    def _page_used_on_disk(self, archive: Archive, index: int) -> None:
+        """A page of the listed ones was opened: a use of its disk copy, for eviction."""
+        assert archive.pages is not None
+        key = page_key(self._pages_key(archive), archive.pages[index].ref.path)
+        self._store.opened(archive.arcid, index, key)
 
     def archive_keys(self, archive: Archive) -> ArchiveKeys:
         """Where the disk cache files the archive's parts (see offline.py)."""
@@ -185,7 +191,7 @@ class LibraryPages(LibraryFiles):
         variant = self._pages_key(archive)
 
         async def fetch(index: int) -> None:
-            key = f"{variant}/{refs[index].path}"
+            key = page_key(variant, refs[index].path)
             async with limiter:
                 data = await self._disk_get("page", key)
                 if data is None:

@@ -26,6 +26,7 @@ from cachetools import LRUCache
 from ..client import BadResponse, LrrClient, PageRef
 from ..client.ranges import RangeJob
 from .diskcache import DiskCache
+from .offline import page_key
 from .reader import BufferPool
 from .singleflight import Deliver, SingleFlight
 from .zipindex import NotAZip, ZipSpan, extract
@@ -100,6 +101,12 @@ class PageStore:
         """A reader used the page: its disk copy is the most recent, for eviction."""
         if self._disk is not None:  # (it gathers a page's uses into one stamp)
             self._disk.touch_later("page", self._disk_key(pages, index), data)
+
+    def opened(self, arcid: str, index: int, key: str) -> None:
+        """A reader opened the page filed under `key`: its disk copy is the most recent too,
+        even if the kernel then answers the reads from its own cache, unseen by lrrfs."""
+        if self._disk is not None:
+            self._disk.touch_later("page", key, self._memory.get((arcid, index)))
 
     def remember(self, arcid: str, index: int, data: bytes) -> None:
         if len(data) <= self._memory.maxsize:
@@ -197,7 +204,7 @@ class PageStore:
 
     @staticmethod
     def _disk_key(pages: PageSet, index: int) -> str:
-        return f"{pages.key}/{pages.pages[index].ref.path}"
+        return page_key(pages.key, pages.pages[index].ref.path)
 
     async def _from_disk(self, pages: PageSet, indexes: list[int]) -> dict[int, bytes]:
         """Those of the pages the disk cache has (whole, of their listed size)."""

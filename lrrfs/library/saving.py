@@ -124,6 +124,7 @@ class LibraryEditing(LibraryPages):
             self.prefetcher.reading(
                 arcid, index, len(listed), listed[index].size, archive.pages_from_disk
             )
+            self._page_used_on_disk(archive, index)
         self.note_reading()
         clear_new = self._clear_new_on_read and archive.meta.isnew
         if by_person and (self._progress or clear_new):
