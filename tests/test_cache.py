@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from lrrfs.library.diskcache import DiskCache
+from lrrfs.library.diskcache import HEADER, DiskCache
+from lrrfs.library.prefetch import DEPTH
 from lrrfs.testserver.samples import make_archive
 
 from .conftest import (
@@ -81,7 +83,7 @@ def test_a_remount_serves_pages_thumbnail_and_listing_from_the_disk_cache(server
 def test_a_remount_hands_the_next_pages_to_the_kernel_from_the_disk(server, tmp_path):
     """On a remount, opening a page sends the next ones from the disk cache straight to
     the kernel's page cache: their opens cost no read call, and no request."""
-    from .test_reading import resident_bytes
+    from .test_reading import held_by_kernel
 
     cache = tmp_path / "cache"
     with mount(server, tmp_path, "first", cache) as first:
@@ -90,9 +92,35 @@ def test_a_remount_hands_the_next_pages_to_the_kernel_from_the_disk(server, tmp_
         pages = pages_of(second.path / "Comic")
         server.clear_requests()
         pages[0].read_bytes()  # (fincore opens the files it looks at: not before this)
-        assert wait_for(lambda: all(resident_bytes(p) >= p.stat().st_size for p in pages[1:]))
+        assert wait_for(lambda: all(held_by_kernel(p) for p in pages[1:]))
         assert read_all(pages) == cold
         assert asked(server, "/page", "/files", "/extract", "/download") == []
+
+
+def test_a_page_the_kernel_answers_still_counts_as_used_for_eviction(server, tmp_path):
+    """A page fetched ahead waits in the kernel's cache, and on the disk: its open costs
+    no read call, yet it makes the disk copy the most recent, or eviction would take the
+    pages read last first (the kernel answered them) and keep older ones."""
+    from .test_reading import held_by_kernel
+
+    cache = tmp_path / "cache"
+
+    def blobs() -> dict[bytes, int]:
+        """Page bytes on the disk: when each was last used."""
+        found = [p for p in cache_files(cache) if p.parent.parent.name == "page"]
+        return {p.read_bytes()[HEADER.size :]: p.stat().st_mtime_ns for p in found}
+
+    with mount(server, tmp_path, "first", cache, "--no-thumbnails") as first:
+        pages = pages_of(first.path / "Comic")
+        pages[0].read_bytes()  # (fincore opens the files it looks at: not before this)
+        ahead = pages[1 : 1 + DEPTH]
+        assert wait_for(lambda: len(blobs()) >= 1 + DEPTH)  # written during the pause
+        assert wait_for(lambda: all(held_by_kernel(p) for p in ahead))
+        opened = time.time_ns()
+        read = read_all(ahead)
+    # Uses are stamped together, soon after; at the latest when the mount ends.
+    used = blobs()
+    assert [name for name, data in read.items() if used[data] < opened] == [], "unstamped"
 
 
 def test_pages_sized_by_fetching_them_are_cached_too(server, tmp_path):
@@ -269,3 +297,33 @@ def test_eviction_drops_the_least_recently_used_and_stale_temporary_files(tmp_pa
     kept = {str(i) for i in range(8) if cache.path("page", str(i)).exists()}
     assert kept == {"0", "5", "6", "7"}
     assert not stale.exists()
+
+
+def test_files_used_during_an_eviction_are_ordered_anew_and_the_lists_stay(tmp_path):
+    """Pages read while an eviction deletes would end its pass on stale order: going on
+    to what came next (down to the page lists every listing needs) would be wrong."""
+    cache = DiskCache(tmp_path, 1 << 30)
+    for i in range(8):
+        cache.put("page", str(i), bytes(1000))
+        os.utime(cache.path("page", str(i)), (1000 + i, 1000 + i))
+    cache.put("pages", "list", bytes(100))
+    os.utime(cache.path("pages", "list"), (900, 900))
+    scan = cache._scan
+    scans = []
+
+    def scan_then_read() -> tuple[list[tuple[bool, int, int, str]], int]:
+        found = scan()
+        if not scans:  # a reader uses pages 0-5 while the first pass runs
+            for i in range(6):
+                os.utime(cache.path("page", str(i)))
+        scans.append(found)
+        return found
+
+    cache._scan = scan_then_read  # type: ignore[method-assign]
+    cache.cap = 5000
+    cache.evict()
+    cache.close()
+    assert len(scans) >= 2
+    assert cache.path("pages", "list").exists()
+    assert not cache.path("page", "6").exists() and not cache.path("page", "7").exists()
+    assert sum(p.stat().st_size for p in cache_files(tmp_path)) <= 5000
