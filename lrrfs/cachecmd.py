@@ -12,6 +12,7 @@ would store them (a backup or a comic reader opening the file then reads the dis
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from dataclasses import replace
@@ -23,6 +24,7 @@ import trio
 
 from .client import LrrError
 from .client.connectivity import Mode
+from .fs.spool import SPOOL_FOLDER
 from .library import Archive, Library
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
 from .library.offline import Holding, file_complete, holding, holdings, page_key
@@ -229,13 +231,48 @@ def show(options: MountOptions, out: TextIO = sys.stdout) -> int:
 
 
 def clear(url: str | None, cache_dir: Path | None, out: TextIO = sys.stdout) -> int:
-    """Delete one server's cache (or every server's when `url` is None)."""
+    """Delete one server's cache (or every server's when `url` is None). A server's spool
+    folder stays: copies into a mount under way, and files the server never got (`unsent/`),
+    are the user's, not a cache."""
     root = cache_dir or default_cache_root()
     target = root / server_folder_name(url) if url else root
     if not target.exists():
         print(f"lrrfs: nothing cached in {target}", file=out)
         return 0
-    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    shutil.rmtree(target)
-    print(f"lrrfs: removed {target} ({size / (1 << 20):.1f} MiB)", file=out)
+    servers = [target] if url else [p for p in target.iterdir() if p.is_dir()]
+    size = 0
+    kept: list[Path] = []
+    for folder in servers:
+        for entry in list(folder.iterdir()):
+            if entry.name == SPOOL_FOLDER and _holds_files(entry):
+                kept.append(entry)
+                continue
+            size += _remove(entry)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # empty now, unless a spool folder stays
+    if not url:
+        for entry in list(target.iterdir()):
+            if entry.is_file():
+                size += _remove(entry)
+        with contextlib.suppress(OSError):
+            target.rmdir()
+    print(f"lrrfs: removed the cache in {target} ({size / (1 << 20):.1f} MiB)", file=out)
+    for folder in kept:
+        print(f"lrrfs: kept {folder}: files copied into a mount that the server has not got",
+              file=out)  # fmt: skip
     return 0
+
+
+def _holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+
+
+def _remove(path: Path) -> int:
+    """Delete a file or a folder; the bytes it held."""
+    if path.is_dir() and not path.is_symlink():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        shutil.rmtree(path)
+        return size
+    size = path.lstat().st_size
+    path.unlink()
+    return size

@@ -28,7 +28,7 @@ from .client.connectivity import Connectivity, Mode
 from .fs import LrrOperations, Ownership
 from .fs.calls import MAX_TASKS
 from .fs.readahead import set_read_ahead
-from .fs.spool import Spool
+from .fs.spool import SPOOL_FOLDER, Spool
 from .library import Changes, Library
 from .library.background import repeat
 from .library.desktop import start_desktop_thumbnails
@@ -282,7 +282,7 @@ async def _serve(options: MountOptions, ready: Ready, signals: AsyncIterator[int
             umask=options.umask,
         ),
         folder_icons=options.folder_icons,
-        spool=Spool(server_cache_folder(options) / "uploads"),
+        spool=Spool(server_cache_folder(options) / SPOOL_FOLDER),
     )
     await trio.to_thread.run_sync(ops.spool.sweep)
     try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from lrrfs.testserver.samples import make_archive
 
@@ -61,3 +62,25 @@ def test_warm_with_archives_caches_the_archive_file(tmp_path):
             data = (mount.path / "Whole" / "Whole.zip").read_bytes()
             assert [r for r in server.requests() if "/download" in r["path"]] == []
     assert data == (library / "Whole.zip").read_bytes()
+
+
+def test_clear_keeps_the_files_the_server_never_got(tmp_path):
+    """The spool folder is the user's, not a cache: a copy under way, or a file kept at
+    unmount because the server never got it, survives `cache clear`."""
+    cache = tmp_path / "cache"
+    servers = [cache / "one", cache / "two"]
+    for server in servers:
+        (server / "v1" / "page" / "ab").mkdir(parents=True)
+        (server / "v1" / "page" / "ab" / "abcd").write_bytes(bytes(1000))
+    unsent = servers[0] / "uploads" / "unsent" / "notes.txt"
+    unsent.parent.mkdir(parents=True)
+    unsent.write_text("mine")
+    (servers[1] / "uploads").mkdir()  # empty: goes with the cache
+    cleared = lrrfs("cache", "clear", "--cache-dir", str(cache))
+    assert cleared.returncode == 0, cleared.stderr
+    assert unsent.read_text() == "mine"
+    assert f"kept {servers[0] / 'uploads'}" in cleared.stdout
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == [
+        Path("one"), Path("one/uploads"), Path("one/uploads/unsent"),
+        Path("one/uploads/unsent/notes.txt"),
+    ]  # fmt: skip

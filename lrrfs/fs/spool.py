@@ -2,8 +2,8 @@
 
 A file created at the top of the mount (or in a category's folder) is written to a
 spool file on disk, never a RAM-backed /tmp, and uploaded when it is closed
-(changes.py). The spool folder is in the mount's cache folder
-(`<cache dir>/<server>/uploads`), so that `--cache-dir` on a big disk takes the copies too.
+(changes.py). The spool folder is in the mount's cache folder (`<cache dir>/<server>/uploads`),
+so that `--cache-dir` on a big disk takes the copies too.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ..library.diskcache import process_alive
 
 log = logging.getLogger(__name__)
 
+SPOOL_FOLDER = "uploads"  # in the mount's cache folder; `lrrfs cache clear` leaves it
 SPOOL_PREFIX = "upload-"
 UNSENT = "unsent"  # files the server never got, kept for their owner (see `keep`)
 
