@@ -249,7 +249,8 @@ class DiskCache:
                 if len(self._queue) == 1 or time.monotonic() >= self._quiet_from:
                     self._wakeup.notify()
             else:
-                if (kind, key) in self._touches and (data is None or self._touches[(kind, key)]):
+                gathered = (kind, key) in self._touches
+                if gathered and (data is None or self._touches[(kind, key)] is not None):
                     return  # gathered already (with its bytes, if any came)
                 if not self._touches:
                     self._touch_due = time.monotonic() + TOUCH_SECONDS
