@@ -24,7 +24,7 @@ class Kind(IntEnum):
     VIEW = 7  # a view's folder; view: its path from the top ("@tags/artist/alice")
     VIEW_LINK = 8  # a link in a view folder to an archive folder; view: the folder's path
     FOLDER_ICON = 9  # `.directory`: Dolphin's folder settings, the cover as the folder's icon
-    UPLOAD = 10  # a file being copied in (fs/changes.py); number: its number
+    UPLOAD = 10  # a file being copied in (fs/uploads.py); number: its number
 
 
 VIEW_KINDS = (Kind.VIEW, Kind.VIEW_LINK)

@@ -31,15 +31,15 @@ from .base import (
     parent_folder,
 )
 from .calls import bounded
-from .changes import ChangesOperations
 from .errors import fuse_errors
 from .inodes import ROOT, Kind, Node
 from .scratch import ScratchFile
+from .uploads import UploadsOperations
 
 log = logging.getLogger(__name__)
 
 
-class LrrOperations(ChangesOperations):
+class LrrOperations(UploadsOperations):
     """A LANraragi library as a folder tree."""
 
     def attach(self, nursery: trio.Nursery) -> None:

@@ -2,7 +2,7 @@
 
 A file created at the top of the mount (or in a category's folder) is written to a
 spool file on disk, never a RAM-backed /tmp, and uploaded when it is closed
-(changes.py). The spool folder is in the mount's cache folder (`<cache dir>/<server>/uploads`),
+(uploads.py). The spool folder is in the mount's cache folder (`<cache dir>/<server>/uploads`),
 so that `--cache-dir` on a big disk takes the copies too.
 """
 
