@@ -150,8 +150,8 @@ def test_rsync_backs_up_the_original_archives(mounted, server, tmp_path):
         check=True,
     )  # fmt: skip
     originals = {sha256(p.read_bytes()) for p in server.library.rglob("*") if p.is_file()}
-    copied = [p for p in target.rglob("*") if p.is_file()]
-    assert len(copied) == len(server.archives())
+    copied = [p for p in target.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(copied) == len(server.archives())  # once each: @files holds links
     for path in copied:
         assert sha256(path.read_bytes()) in originals, path
 

@@ -1,6 +1,13 @@
 """Folder names from hostile titles: valid, unique, stable."""
 
-from lrrfs.library.names import NAME_MAX, NameRequest, assign_names, safe_name, truncate_utf8
+from lrrfs.library.names import (
+    NAME_MAX,
+    NameRequest,
+    assign_file_names,
+    assign_names,
+    safe_name,
+    truncate_utf8,
+)
 
 
 def valid(name: str) -> bool:
@@ -100,3 +107,25 @@ def test_titles_starting_with_at_are_escaped_when_views_are_on():
     assert names["d" * 40] == "mail@home"
     assert not any(name.startswith("@") for name in names.values())
     assert assign_names(requests)["a" * 40] == "@new"  # views off: as it is
+
+
+def test_files_of_the_same_name_get_the_suffix_before_the_extension():
+    a, b, c = "a" * 40, "b" * 40, "c" * 40
+    files = assign_file_names([
+        NameRequest(b, "Comic.cbz", 2), NameRequest(a, "Comic.cbz", 1),
+        NameRequest(c, "README", 3), NameRequest("d" * 40, "README", 4),
+    ])  # fmt: skip
+    expected = {
+        "Comic.cbz": a,  # added first: the plain name
+        f"Comic [{b[:8]}].cbz": b,
+        "README": c,
+        f"README [{'d' * 8}]": "d" * 40,  # no extension: the suffix at the end
+    }
+    assert files == expected
+
+
+def test_long_file_names_keep_their_extension_and_stay_unique():
+    long = "日" * 90 + ".cbz"  # 274 bytes
+    requests = [NameRequest(f"{i:040x}", long, i) for i in range(50)]
+    files = assign_file_names(requests)
+    assert len(files) == 50 and all(valid(n) and n.endswith(".cbz") for n in files)

@@ -62,7 +62,7 @@ TARS = 3
 RSS_CAP_MB = 300
 FINAL_TIMEOUT = 120  # the checks after the faults (19 archives read whole: seconds)
 GIB = 1 << 30
-VIEWS = ("@categories", "@new", "@offline", "@search", "@tags", "@untagged")
+VIEWS = ("@categories", "@files", "@new", "@offline", "@search", "@tags", "@untagged")
 WITHOUT_COVER = "thumbnail.jpg"  # a folder lists without its cover when that fails
 TAGS = ["artist:artist 0", "artist:artist 1", "artist:artist 2", "series:s0", "series:s1",
         "color", "mono"]  # fmt: skip

@@ -32,7 +32,7 @@ ARCHIVES = {
     "Eta.zip": (None, "date_added:1010", True),  # read: cleared of its new flag
     "Theta.tar": (None, "date_added:1011", False),  # page sizes come from fetching pages
 }
-VIEWS = ["@categories", "@new", "@offline", "@search", "@tags", "@untagged"]
+VIEWS = ["@categories", "@files", "@new", "@offline", "@search", "@tags", "@untagged"]
 
 
 def arcid_of(path: Path) -> str:
@@ -272,7 +272,12 @@ def test_rsync_of_the_whole_mount_copies_each_archive_once(views_server, tmp_pat
     assert len({p.parent for p in archives}) == len(ARCHIVES)  # one per archive folder
     links = [p for p in target.rglob("*") if p.is_symlink()]
     assert links and all(p.relative_to(target).parts[0].startswith("@") for p in links)
-    for link in links:  # relative links still lead to the copied folder
+    files = [link for link in links if link.parent == target / "@files"]
+    assert len(files) == len(ARCHIVES)
+    for link in files:  # to the archive file copied in its folder
+        assert Path(os.path.realpath(link)).parent.parent == target.resolve()
+        assert Path(os.path.realpath(link)) in {p.resolve() for p in archives}
+    for link in set(links) - set(files):  # relative links still lead to the copied folder
         assert Path(os.path.realpath(link)).parent == target.resolve()
         assert (link / "metadata.json").is_file()
     assert progress_puts(views_server) == []  # --no-progress: rsync read every page

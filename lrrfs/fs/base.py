@@ -199,7 +199,7 @@ class OperationsBase(pyfuse3.Operations):
         if node.kind is Kind.SCRATCH:
             return len(self.scratch.get(node.number).data), timeouts.editable
         if node.kind is Kind.VIEW_LINK:
-            return len(views.link_target(library, node)), timeouts.view
+            return len(await views.link_target(library, node)), timeouts.view
         if node.kind is Kind.FOLDER_ICON:
             return len(FOLDER_ICON), timeouts.entry
         return 0, timeouts.entry

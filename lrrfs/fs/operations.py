@@ -161,7 +161,7 @@ class LrrOperations(UploadsOperations):
         node = self._node(inode)
         if node.kind is not Kind.VIEW_LINK:
             raise pyfuse3.FUSEError(errno.EINVAL)
-        return views.link_target(self.library, node)
+        return await views.link_target(self.library, node)
 
     # -- reading ------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 A link is relative (`@tags/artist/alice/Title -> ../../../Title`), so it works
 wherever the mount is, and programs that copy a tree without following links
 (rsync -a, cp -r, tar) copy each archive once, as its folder, and views as links.
+`@files` links to the archives' own files (`@files/x.cbz -> ../Title/x.cbz`), for
+backups that follow links (`rsync -aL`, `cp -L`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import pyfuse3
 
 from ..library import Library
+from ..library.views import FILES
 from .inodes import Kind, Node
 
 
@@ -31,6 +34,9 @@ async def child(library: Library, parent: Node, name: str) -> Node | None:
     folder = await library.view(path)
     if folder is None:
         return None
+    if folder.files:
+        arcid = (await library.files_view()).get(name)
+        return None if arcid is None else Node(Kind.VIEW_LINK, arcid, view=parent.view)
     if name in folder.folders or (
         folder.any_name and await library.view((*path, name)) is not None
     ):
@@ -49,6 +55,9 @@ async def entries(library: Library, node: Node) -> tuple[list[str], list[Node]]:
     folder = await library.view(path_of(node))
     if folder is None:
         raise pyfuse3.FUSEError(errno.ENOENT)
+    if folder.files:
+        files = await library.files_view()
+        return list(files), [Node(Kind.VIEW_LINK, a, view=node.view) for a in files.values()]
     found = {name: view_node(f"{node.view}/{name}") for name in folder.folders}
     for name, arcid in library.view_links(folder).items():
         found[name] = Node(Kind.VIEW_LINK, arcid, view=node.view)
@@ -56,7 +65,11 @@ async def entries(library: Library, node: Node) -> tuple[list[str], list[Node]]:
     return names, [found[name] for name in names]
 
 
-def link_target(library: Library, node: Node) -> bytes:
-    """Where a link points: up to the top, then the archive's folder."""
+async def link_target(library: Library, node: Node) -> bytes:
+    """Where a link points: up to the top, then the archive's folder (and in `@files`,
+    its file)."""
     depth = node.view.count("/") + 1
-    return ("../" * depth + library.get(node.arcid).name).encode("utf-8", "surrogateescape")
+    target = "../" * depth + library.get(node.arcid).name
+    if node.view == FILES:
+        target += "/" + (await library.archive_file(node.arcid)).name
+    return target.encode("utf-8", "surrogateescape")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 
 import trio
 
 from ..client import ArchiveMeta
-from .archive import ArchiveFile, archive_file_name, comic_name
+from .archive import Archive, ArchiveFile, archive_file_name, comic_name
 from .index import LibraryIndex, Thumb
+from .names import NameRequest, assign_file_names
 from .reader import ArchiveReader
 
 log = logging.getLogger(__name__)
+
+FILE_LOOKUPS = 8  # old servers' archive files asked at once, for `@files`
 
 
 class LibraryFiles(LibraryIndex):
@@ -59,29 +61,85 @@ class LibraryFiles(LibraryIndex):
     async def archive_file(self, arcid: str) -> ArchiveFile:
         archive = self.get(arcid)
         if archive.file is None:
-            file = await self._file_lookups.run(
-                ("file", arcid), lambda: self._find_archive_file(archive.meta)
-            )
-            if self._comic_names:
-                file = replace(file, name=comic_name(file.name))
+            file = self._file_from_list(archive.meta)
+            if file is None:
+                file = await self._file_lookups.run(
+                    ("file", arcid), lambda: self._ask_archive_file(archive.meta)
+                )
             archive.file = file
         return archive.file
 
-    async def _find_archive_file(self, meta: ArchiveMeta) -> ArchiveFile:
-        name = f"{meta.filename}.{meta.extension}" if meta.filename and meta.extension else None
-        size = meta.size
-        if name is None or size is None:
-            # Old servers tell neither: a HEAD of the download does, once (then the disk cache).
-            cached = await self._disk_get("file", meta.arcid)
-            if cached is not None:
-                return ArchiveFile(*json.loads(cached))
-            download = await self.client.download_info(meta.arcid)
-            size = download.size
-            name = name or download.filename or f"{meta.title}.{meta.extension or 'zip'}"
-            file = ArchiveFile(archive_file_name(name), size)
-            self._disk_put("file", meta.arcid, json.dumps([file.name, file.size]).encode())
-            return file
-        return ArchiveFile(archive_file_name(name), size)
+    def _file_from_list(self, meta: ArchiveMeta) -> ArchiveFile | None:
+        """The archive's file as the archive list names and sizes it (0.9.10 and later),
+        None where it tells neither."""
+        if not _lists_file(meta):
+            return None
+        assert meta.size is not None
+        return self._named_file(f"{meta.filename}.{meta.extension}", meta.size)
+
+    def _named_file(self, name: str, size: int) -> ArchiveFile:
+        name = archive_file_name(name)
+        return ArchiveFile(comic_name(name) if self._comic_names else name, size)
+
+    async def _ask_archive_file(self, meta: ArchiveMeta) -> ArchiveFile:
+        """Old servers tell neither name nor size: a HEAD of the download does, once (then
+        the disk cache)."""
+        cached = await self._disk_get("file", meta.arcid)
+        if cached is not None:
+            name, size = json.loads(cached)
+            return self._named_file(name, size)
+        download = await self.client.download_info(meta.arcid)
+        name = (
+            f"{meta.filename}.{meta.extension}"
+            if meta.filename and meta.extension
+            else download.filename or f"{meta.title}.{meta.extension or 'zip'}"
+        )
+        file = self._named_file(name, download.size)
+        self._disk_put("file", meta.arcid, json.dumps([file.name, file.size]).encode())
+        return file
+
+    async def files_view(self) -> dict[str, str]:
+        """`@files`: every archive's file side by side, for backups. Unique file name ->
+        arcid, in name order; made again when archives come, go or change files."""
+        while self._files_view is None:
+            version = self._files_version
+            archives = list(self._archives.values())
+            missing = [a.arcid for a in archives if a.file is None and not _lists_file(a.meta)]
+            if missing:  # old servers: a HEAD each, once, then kept on disk
+                await self._ask_archive_files(missing)
+                continue  # the list may have changed meanwhile
+            # 100,000 archives take a second to name: not in the thread that answers calls.
+            files, names = await trio.to_thread.run_sync(self._name_files, archives)
+            if version == self._files_version:  # else named from a list since changed
+                for archive, file in zip(archives, files, strict=True):
+                    archive.file = archive.file or file
+                self._files_view = names
+        return self._files_view
+
+    def _name_files(self, archives: list[Archive]) -> tuple[list[ArchiveFile], dict[str, str]]:
+        """(In a worker thread; changes nothing.) Each archive's file, and unique names."""
+        files = []
+        for archive in archives:
+            file = archive.file or self._file_from_list(archive.meta)
+            assert file is not None  # asked of the server before
+            files.append(file)
+        named = assign_file_names(
+            NameRequest(a.arcid, f.name, a.meta.date_added or 0)
+            for a, f in zip(archives, files, strict=True)
+        )
+        return files, dict(sorted(named.items()))
+
+    async def _ask_archive_files(self, arcids: list[str]) -> None:
+        limiter = trio.CapacityLimiter(FILE_LOOKUPS)
+
+        async def ask(arcid: str) -> None:
+            async with limiter:
+                if arcid in self._archives:  # not gone meanwhile
+                    await self.archive_file(arcid)
+
+        async with trio.open_nursery() as nursery:
+            for arcid in arcids:
+                nursery.start_soon(ask, arcid)
 
     async def open_archive(self, arcid: str) -> ArchiveReader:
         """A reader of the archive file, with its blocks in the disk cache (filed by id
@@ -95,3 +153,8 @@ class LibraryFiles(LibraryIndex):
             )
             disk = None if cached is None else (files, cached)
         return ArchiveReader(self.client, arcid, file.size, self._buffers, disk)
+
+
+def _lists_file(meta: ArchiveMeta) -> bool:
+    """The archive list tells the archive file's name and size (0.9.10 and later)."""
+    return bool(meta.filename and meta.extension) and meta.size is not None

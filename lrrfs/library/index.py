@@ -82,6 +82,8 @@ class LibraryIndex:
     _page_lists: SingleFlight[list[Page]]
     _thumb_fetches: SingleFlight[Thumb]
     _file_lookups: SingleFlight[ArchiveFile]
+    _files_view: dict[str, str] | None  # files.py: `@files`
+    _files_version: int  # counts the changes of which archive files there are
     _buffers: BufferPool
     archive_files: ArchiveFiles | None
     prefetcher: Prefetcher
@@ -253,6 +255,8 @@ class LibraryIndex:
             self._sorted_names = sorted(self._by_name)
         if self.views is not None and (changes.added or changes.removed or changes.updated):
             self.views.update(a.meta for a in self._archives.values())
+        if changes.added or changes.removed:
+            self._files_changed()
         if changes:
             self.total_size = sum(a.meta.size or 0 for a in self._archives.values())
             self.changed_at = int(time.time())
@@ -266,7 +270,12 @@ class LibraryIndex:
             archive.meta.size,
         ):
             archive.file = None
+            self._files_changed()
         archive.meta = meta
+
+    def _files_changed(self) -> None:
+        self._files_view = None
+        self._files_version += 1
 
     def _apply_one(self, archive: Archive, meta: ArchiveMeta) -> Changes:
         metas = {arcid: a.meta for arcid, a in self._archives.items()}

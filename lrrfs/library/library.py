@@ -84,6 +84,8 @@ class Library(LibraryChanges):
         self._page_lists: SingleFlight[list[Page]] = SingleFlight()
         self._thumb_fetches: SingleFlight[Thumb] = SingleFlight()
         self._file_lookups: SingleFlight[ArchiveFile] = SingleFlight()
+        self._files_view: dict[str, str] | None = None  # files.py: `@files`
+        self._files_version = 0
         self._buffers = BufferPool()
         self.archive_files = None if disk is None else ArchiveFiles(disk)
         self.prefetcher = Prefetcher(self._prefetch_pages)

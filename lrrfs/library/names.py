@@ -106,14 +106,38 @@ def assign_names(
         clean = clean_name(request.title)
         if escape_views:
             clean = escape_view_mark(clean)
-        name = fit_name(clean)
-        length = 8
-        while name in taken:
-            # A clash with another suffix: lengthen it (arcids are unique); past the
-            # whole arcid (a title made to clash) count up.
-            tag = request.arcid[:length] if length <= 40 else f"{request.arcid} {length - 40}"
-            name = fit_name(clean, f" [{tag}]")
-            length += 4 if length < 40 else 1
-        names[request.arcid] = name
-        taken.add(name)
+        names[request.arcid] = _free_name(clean, request.arcid, taken)
     return names
+
+
+def assign_file_names(requests: Iterable[NameRequest]) -> dict[str, str]:
+    """Map unique file name -> arcid, for archives' files side by side (`@files`).
+
+    `title` is the file's own name (valid already, `x.cbz`). Among files of the same
+    name, the archive added first (then the lowest arcid) keeps it and the others get
+    ` [<arcid prefix>]` before the extension (`x [0123abcd].cbz`), so a program still
+    knows the file by its extension.
+    """
+    taken: set[str] = set()
+    files: dict[str, str] = {}
+    for request in sorted(requests, key=lambda r: (r.added, r.arcid)):
+        stem, dot, extension = request.title.rpartition(".")
+        if not (dot and stem):
+            stem, extension = request.title, ""
+        files[_free_name(stem, request.arcid, taken, dot + extension)] = request.arcid
+    return files
+
+
+def _free_name(clean: str, arcid: str, taken: set[str], extension: str = "") -> str:
+    """`clean` + `extension`, or with ` [<arcid prefix>]` before the extension when that
+    name is taken; the name returned is added to `taken`."""
+    name = fit_name(clean, extension)
+    length = 8
+    while name in taken:
+        # A clash with another suffix: lengthen it (arcids are unique); past the
+        # whole arcid (a title made to clash) count up.
+        tag = arcid[:length] if length <= 40 else f"{arcid} {length - 40}"
+        name = fit_name(clean, f" [{tag}]{extension}")
+        length += 4 if length < 40 else 1
+    taken.add(name)
+    return name

@@ -7,6 +7,7 @@
     @tankoubons/<name>/         a tankoubon's archives (0.9), numbered in its order
     @search/<query>/            the server's search for <query>, made when looked up
     @offline/                   archives whose every file the disk cache holds
+    @files/                     every archive's original file, side by side (backups)
 
 The folders at the bottom link to archive folders; this module decides which
 archives are in which view: from the archive list (new, tags) and from what only
@@ -40,8 +41,9 @@ TAGS = "@tags"
 CATEGORIES = "@categories"
 SEARCH = "@search"
 OFFLINE = "@offline"
+FILES = "@files"
 TANKOUBONS = "@tankoubons"
-VIEW_NAMES = (CATEGORIES, NEW, OFFLINE, SEARCH, TAGS, UNTAGGED)
+VIEW_NAMES = (CATEGORIES, FILES, NEW, OFFLINE, SEARCH, TAGS, UNTAGGED)
 BARE_TAGS = "_"  # @tags/_/<tag>: tags without a namespace
 BARE_TAGS_ESCAPE = "\uff3f"  # FULLWIDTH LOW LINE: a namespace really named "_"
 HIDDEN_NAMESPACES = frozenset({"date_added"})  # one value per archive: useless as folders
@@ -56,12 +58,14 @@ class ViewFolder:
     """What a view folder holds: subfolders, or links to archives (by id).
 
     `any_name`: any name is a subfolder, made when looked up (like autofs); none is listed.
+    `files`: it holds every archive's own file, not links (`@files`; the library names them).
     """
 
     folders: tuple[str, ...] = ()
     members: frozenset[str] = frozenset()
     any_name: bool = False
     order: tuple[str, ...] = ()  # the members in their order (tankoubons): links numbered
+    files: bool = False
 
 
 @functools.lru_cache(maxsize=1 << 16)  # tags repeat across archives; naming them is the cost
@@ -253,6 +257,8 @@ class Views:
 
     async def folder(self, path: tuple[str, ...]) -> ViewFolder | None:
         """The view folder at `path` (its names from the root down), None if there is none."""
+        if path[0] == FILES:
+            return ViewFolder(files=True) if len(path) == 1 else None
         if path[0] == OFFLINE:
             return ViewFolder(members=await self.offline()) if len(path) == 1 else None
         if path[0] == SEARCH:
