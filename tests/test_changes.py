@@ -372,6 +372,48 @@ def test_tankoubons_as_folders(mount, change_server):
     assert change_server.get("/api/tankoubons").json()["result"] == []
 
 
+def test_a_tankoubons_volumes_are_reordered_by_their_number(mount, change_server):
+    tanks = mount.path / "@tankoubons"
+    if not modern(change_server):
+        assert not tanks.exists()
+        return
+    saga = tanks / "Saga"
+    os.mkdir(saga)
+    for book in ("Book 00", "Book 01", "Book 02"):
+        os.symlink(f"../../{book}", saga / "x")
+    assert sorted(os.listdir(saga)) == ["01 Book 00", "02 Book 01", "03 Book 02"]
+
+    def server_order() -> list[str]:
+        titles = {a["arcid"]: a["title"] for a in change_server.archives()}
+        [tank] = [t for t in change_server.get("/api/tankoubons").json()["result"]
+                  if t["name"] == "Saga"]  # fmt: skip
+        return [titles[arcid] for arcid in tank["archives"]]
+
+    subprocess.run(["mv", str(saga / "03 Book 02"), str(saga / "01 Book 02")], check=True)
+    assert sorted(os.listdir(saga)) == ["01 Book 02", "02 Book 00", "03 Book 01"]
+    assert server_order() == ["Book 02", "Book 00", "Book 01"]
+    assert os.readlink(saga / "01 Book 02") == "../../Book 02"
+    os.rename(saga / "01 Book 02", saga / "9 Book 02")  # past the last: the last
+    assert sorted(os.listdir(saga)) == ["01 Book 00", "02 Book 01", "03 Book 02"]
+    assert server_order() == ["Book 00", "Book 01", "Book 02"]
+    # Only the number can change; and a category's links have no order: refused, not a
+    # success that changes nothing.
+    assert failure(lambda: os.rename(saga / "01 Book 00", saga / "01 Other")) == errno.EINVAL
+    assert failure(lambda: os.rename(saga / "01 Book 00", saga / "Book 00")) == errno.EINVAL
+    assert server_order() == ["Book 00", "Book 01", "Book 02"]
+    assert "reordered by their number only" in mount.log_text()
+    picks = mount.path / "@categories" / "Ordered"
+    os.mkdir(picks)
+    os.symlink("../../Book 00", picks / "Book 00")
+    assert failure(lambda: os.rename(picks / "Book 00", picks / "01 Book 00")) == errno.EINVAL
+    assert os.listdir(picks) == ["Book 00"]
+    os.unlink(picks / "Book 00")
+    os.rmdir(picks)
+    while links := sorted(os.listdir(saga)):  # the others are numbered anew at each rm
+        os.unlink(saga / links[0])
+    os.rmdir(saga)
+
+
 def test_read_only_views_refuse(mount):
     tags = mount.path / "@tags"
     assert failure(lambda: os.mkdir(tags / "new")) == errno.EACCES

@@ -299,6 +299,32 @@ def test_categories_persist(library: Path) -> None:
         assert [a["arcid"] for a in in_cat] == [arcid]
 
 
+def test_a_tankoubons_archive_list_is_replaced_in_its_order(library: Path) -> None:
+    json_headers = [("Content-Type", "application/json"), *AUTH]
+
+    def update(tank: str, archives: list[str]) -> Answer:
+        body = json.dumps({"archives": archives}).encode()
+        return send(srv.url, "PUT", f"/api/tankoubons/{tank}", headers=json_headers, body=body)
+
+    with TestServer(library, api_key=KEY) as srv:
+        ids = list(ids_by_title(srv).values())[:3]
+        tank = put(srv, "/api/tankoubons?name=Saga").json["tankoubon_id"]
+        for arcid in ids:
+            assert put(srv, f"/api/tankoubons/{tank}/{arcid}").json["success"] == 1
+        order = [ids[2], ids[0], ids[1]]
+        done = update(tank, order)
+        assert done.status == 200 and done.json["success"] == 1
+        assert done.json["successMessage"] == "Updated tankoubon &quot;Saga&quot;!"  # escaped
+        assert get(srv, f"/api/tankoubons/{tank}").json["archives"] == order
+        unknown = "0" * 40
+        refused = update(tank, [unknown, *order])
+        assert refused.status == 400 and refused.json["success"] == 0
+        assert refused.json["error"] == f"{unknown} does not exist in the database."
+        assert get(srv, f"/api/tankoubons/{tank}").json["archives"] == order
+        no_tank = update("TANK_0000000000", order)
+        assert no_tank.status == 400 and no_tank.json["error"].startswith("TANK_0000000000 doesn")
+
+
 # ----- thumbnails -----
 
 

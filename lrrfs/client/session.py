@@ -147,6 +147,7 @@ class ClientSession:
         what: str,
         params: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
+        json_body: object = None,
         headers: dict[str, str] | None = None,
         idempotent: bool = True,
         cap: int = DEFAULT_BODY_CAP,
@@ -162,6 +163,7 @@ class ClientSession:
                         url,
                         params=params,
                         data=data,
+                        json=json_body,
                         headers=headers,
                         extensions={BODY_CAP: cap},
                     )
@@ -250,12 +252,20 @@ class ClientSession:
             raise BadResponse(f"{what}: the answer is not valid JSON") from None
 
     async def write(
-        self, method: str, path: str, what: str, *, params: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: object = None,
     ) -> Any:
-        """A write that answers `success: 1` in JSON (writes.py), sent once: its JSON."""
+        """A write that answers `success: 1` in JSON (writes.py), sent once: its JSON.
+        `json_body`: a body sent as JSON."""
         response = await self._send(
-            method, self.api_url(path), what=what, params=params, idempotent=False
-        )
+            method, self.api_url(path), what=what, params=params, json_body=json_body,
+            idempotent=False,
+        )  # fmt: skip
         self._check_success(response, what)
         return self._json(response, what)
 

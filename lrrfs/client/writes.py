@@ -235,6 +235,12 @@ async def group_member(
                        f"{what} {group_id}")  # fmt: skip
 
 
+async def order_tankoubon(client: LrrClient, tank_id: str, arcids: list[str]) -> None:
+    """Make `arcids` the tankoubon's archives, in this order."""
+    what = f"reordering tankoubon {tank_id}"
+    await client.write("PUT", f"{TANKOUBON.path}/{tank_id}", what, json_body={"archives": arcids})
+
+
 TANKOUBON_PAGES = 1_000  # pages of the tankoubon list followed, at most
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 import time
 from typing import Any
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LISTED_SECONDS = 60.0  # files rm -r removed stay hidden this long, waiting for the rmdir
 GROUP_VIEWS = (CATEGORIES, TANKOUBONS)  # folders of folders the user fills with links
+PLACE_RE = re.compile(r"0*([0-9]{1,6}) (.+)", re.DOTALL)  # a tankoubon's link: "03 Name"
 
 
 def group_of(node: Node) -> tuple[str, str] | None:
@@ -240,6 +242,12 @@ class ChangesOperations(EditingOperations):
         old = name_old.decode("utf-8", "surrogateescape")
         source = await self._child(old_parent, old)
         target_group = group_of(new_parent)
+        is_link = source is not None and source.kind is Kind.VIEW_LINK
+        if is_link and old_parent == new_parent and target_group is not None:
+            assert source is not None
+            new = name_new.decode("utf-8", "surrogateescape")
+            await self._move_in_group(new_parent, target_group, source.arcid, new)
+            return
         if source is not None and source.kind is Kind.VIEW_LINK and target_group is not None:
             # mv of a link into a category or tankoubon: added there (and out of its own)
             await self._add_to_group(new_parent, target_group, source.arcid, name_new)
@@ -251,3 +259,28 @@ class ChangesOperations(EditingOperations):
                     raise self._refused(f"removing {old_parent.view}/{old}", exc) from None
             return
         await super().rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx)
+
+    async def _move_in_group(
+        self, folder: Node, group: tuple[str, str], arcid: str, new: str
+    ) -> None:
+        """A link renamed in its own category or tankoubon. In a tankoubon its number is
+        its place: `mv "03 Vol C" "01 Vol C"` makes it the first volume. Links in a
+        category are named by their folders, in no order."""
+        place = PLACE_RE.fullmatch(new)
+        if group[0] != TANKOUBONS or place is None or place[2] != self.library.get(arcid).name:
+            log.warning(
+                "%s/%s: %s", folder.view, new,
+                "a tankoubon's volumes are reordered by their number only "
+                "('03 Name' -> '01 Name')" if group[0] == TANKOUBONS
+                else "links in a category are named by their folders",
+            )  # fmt: skip
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        before, _ = await views.entries(self.library, folder)
+        try:
+            await self.library.move_in_tankoubon(group[1], arcid, int(place[1]))
+        except (EditError, LrrError) as exc:
+            raise self._refused(f"reordering {folder.view}", exc) from None
+        after, _ = await views.entries(self.library, folder)
+        inode = self.inodes.inode(folder)
+        for name in set(before) - set(after):  # the volumes now numbered otherwise
+            self._background(invalidate.forget_entry(inode, name))

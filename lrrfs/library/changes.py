@@ -185,6 +185,27 @@ class LibraryChanges(LibraryEditing):
         await self._check_member(view, name, arcid, member, what)
         log.info("%s: done", what)
 
+    async def move_in_tankoubon(self, name: str, arcid: str, place: int) -> None:
+        """Move the archive to `place` (from 1) among the tankoubon's volumes that the
+        library lists; the others keep their order."""
+        what = f"moving {self.get(arcid).name!r} to place {place} of {TANKOUBONS}/{name}"
+        self._check_changeable(what)
+        tank_id = self._group_id(TANKOUBONS, name, what)
+        folder = await self._group_folder(TANKOUBONS, name)
+        assert folder is not None  # _group_id found it
+        if arcid not in folder.order:
+            raise NotFound(f"{what}: it is not in that tankoubon")
+        order = [a for a in folder.order if a != arcid]
+        listed = [a for a in order if a in self._archives]  # numbered in the folder
+        place = max(place, 1)
+        order.insert(order.index(listed[place - 1]) if place <= len(listed) else len(order), arcid)
+        await api.order_tankoubon(self.client, tank_id, order)
+        await self._refresh_groups(TANKOUBONS)
+        folder = await self._group_folder(TANKOUBONS, name)
+        if folder is None or list(folder.order) != order:
+            raise NotApplied(f"{what}: the server answered yes but did not apply it")
+        log.info("%s: done", what)
+
     async def _check_member(
         self, view: str, name: str, arcid: str, member: bool, what: str
     ) -> None:

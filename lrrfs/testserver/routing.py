@@ -125,6 +125,7 @@ ROUTES = [
     _route("PUT", "/api/tankoubons", "create_tankoubon", key=True, gens="0.9"),
     _route("GET", "/api/tankoubons/:tank", "get_tankoubon", gens="0.9"),
     _route("DELETE", "/api/tankoubons/:tank", "delete_tankoubon", key=True, gens="0.9"),
+    _route("PUT", "/api/tankoubons/:tank", "update_tankoubon", key=True, gens="0.9"),
     _route("PUT", "/api/tankoubons/:tank/:archive", "add_to_tankoubon", key=True, gens="0.9"),
     _route(
         "DELETE", "/api/tankoubons/:tank/:archive", "remove_from_tankoubon", key=True, gens="0.9"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -210,6 +211,29 @@ class SearchRoutes(WriteRoutes):
     def delete_tankoubon(self, req: Request, tank: str) -> Response:
         self.lib.delete_tankoubon(tank)  # an unknown id: success too (Model/Tankoubon.pm)
         return self.shapes.api_success("delete_tankoubon")
+
+    def update_tankoubon(self, req: Request, tank: str) -> Response:
+        """A JSON body; its `archives` list, when there is one, is the new list in its
+        order (Model/Tankoubon.pm, update_archive_list). Metadata is not kept here."""
+        found = self.lib.tankoubon(tank)
+        if found is None:
+            error = f"{tank} doesn't exist in the database!"
+            return self.shapes.api_error("update_tankoubon", error)
+        try:
+            data = json.loads(req.body or b"null")
+        except ValueError:
+            data = None
+        archives = data.get("archives") if isinstance(data, dict) else None
+        if isinstance(archives, list):
+            for arcid in archives:
+                if not isinstance(arcid, str) or self.lib.get(arcid) is None:
+                    error = f"{arcid} does not exist in the database."
+                    return self.shapes.api_error("update_tankoubon", error)
+            with self.lib._lock:
+                found["archives"] = list(dict.fromkeys(archives))
+                self.lib.save()
+        message = f'Updated tankoubon "{found["name"]}"!'
+        return self.shapes.api_success("update_tankoubon", message)
 
     def add_to_tankoubon(self, req: Request, tank: str, archive: str) -> Response:
         return self._edit_tankoubon(tank, archive, add=True)
