@@ -19,6 +19,7 @@ from lrrfs.library.diskcache import server_folder_name
 from lrrfs.testserver.samples import make_archive
 
 from .conftest import start_mount, start_server, wait_for
+from .test_views import arcid_of
 
 BOOKS = 4
 
@@ -412,6 +413,27 @@ def test_a_tankoubons_volumes_are_reordered_by_their_number(mount, change_server
     while links := sorted(os.listdir(saga)):  # the others are numbered anew at each rm
         os.unlink(saga / links[0])
     os.rmdir(saga)
+
+
+def test_a_reorder_the_server_does_not_apply_fails_and_says_so(tmp_path):
+    """A tankoubon that still lists an archive the server no longer has: the server answers
+    success to the new order and ignores it (as LANraragi does); the read-back catches it."""
+    library = tmp_path / "library"
+    for index in range(2):
+        make_archive(library / f"Vol {index}.zip", 2, page_bytes=3000)
+    ids = [arcid_of(library / f"Vol {index}.zip") for index in range(2)]
+    gone = "f" * 40
+    tank = {"id": "TANK_1000000000", "name": "Saga", "summary": "", "tags": "",
+            "archives": [ids[0], gone, ids[1]]}  # fmt: skip
+    (library / ".lrrfs-server.json").write_text(json.dumps({"tankoubons": [tank]}))
+    with start_server(library, tmp_path) as server:
+        with start_mount(server, tmp_path / "lrr") as mounted:
+            saga = mounted.path / "@tankoubons" / "Saga"
+            assert sorted(os.listdir(saga)) == ["01 Vol 0", "02 Vol 1"]  # listed ones only
+            assert failure(lambda: os.rename(saga / "02 Vol 1", saga / "01 Vol 1")) == errno.EIO
+            assert "the server answered yes but did not apply it" in mounted.log_text()
+            assert sorted(os.listdir(saga)) == ["01 Vol 0", "02 Vol 1"]
+        assert server.get("/api/tankoubons").json()["result"][0]["archives"] == tank["archives"]
 
 
 def test_read_only_views_refuse(mount):

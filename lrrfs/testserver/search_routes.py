@@ -214,26 +214,26 @@ class SearchRoutes(WriteRoutes):
 
     def update_tankoubon(self, req: Request, tank: str) -> Response:
         """A JSON body; its `archives` list, when there is one, is the new list in its
-        order (Model/Tankoubon.pm, update_archive_list). Metadata is not kept here."""
+        order (Model/Tankoubon.pm, update_archive_list). Metadata is not kept here. As on
+        the real server, a list that names an archive it does not have, or a tankoubon
+        that does not exist, changes nothing and still answers success: update_tankoubon
+        returns update_metadata's result (its `my` hides update_archive_list's)."""
         found = self.lib.tankoubon(tank)
-        if found is None:
-            error = f"{tank} doesn't exist in the database!"
-            return self.shapes.api_error("update_tankoubon", error)
         try:
             data = json.loads(req.body or b"null")
         except ValueError:
             data = None
         archives = data.get("archives") if isinstance(data, dict) else None
-        if isinstance(archives, list):
-            for arcid in archives:
-                if not isinstance(arcid, str) or self.lib.get(arcid) is None:
-                    error = f"{arcid} does not exist in the database."
-                    return self.shapes.api_error("update_tankoubon", error)
+        known = isinstance(archives, list) and all(
+            isinstance(arcid, str) and self.lib.get(arcid) is not None for arcid in archives
+        )
+        if found is not None and known:
+            assert isinstance(archives, list)
             with self.lib._lock:
                 found["archives"] = list(dict.fromkeys(archives))
                 self.lib.save()
-        message = f'Updated tankoubon "{found["name"]}"!'
-        return self.shapes.api_success("update_tankoubon", message)
+        name = "" if found is None else found["name"]
+        return self.shapes.api_success("update_tankoubon", f'Updated tankoubon "{name}"!')
 
     def add_to_tankoubon(self, req: Request, tank: str, archive: str) -> Response:
         return self._edit_tankoubon(tank, archive, add=True)
