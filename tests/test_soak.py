@@ -404,7 +404,8 @@ class Soak:
         whole = self.file_bytes[title]
         offset = rng.randrange(len(whole))
         size = rng.choice([1, rng.randint(1, 4096), rng.randint(1, 300_000)])
-        path = self.mount.path / title / self.files[title].name
+        folder = self.mount.path / rng.choice([title, "@files"])  # @files: a link to the file
+        path = folder / self.files[title].name
         data = self.read_range("range", path, offset, size)
         expected = whole[offset : offset + size]
         if data != expected:
