@@ -415,6 +415,40 @@ def test_a_tankoubons_volumes_are_reordered_by_their_number(mount, change_server
     os.rmdir(saga)
 
 
+def test_categories_and_tankoubons_are_renamed_by_mv(mount, change_server):
+    cats = mount.path / "@categories"
+    with change_server.http() as http:  # pinned, made on the server: a rename keeps the pin
+        answer = http.put("/api/categories", params={"name": "Shelf", "pinned": "1"}).json()
+    assert wait_for(lambda: "Shelf" in os.listdir(cats), timeout=10)  # the refresh: 2 s
+    os.symlink("../../Book 00", cats / "Shelf" / "Book 00")
+    if not modern(change_server):  # no rename API: said, and nothing changes
+        assert failure(lambda: os.rename(cats / "Shelf", cats / "Top Shelf")) == errno.ENOTSUP
+        assert "cannot rename categories" in mount.log_text()
+    else:
+        subprocess.run(["mv", str(cats / "Shelf"), str(cats / "Top Shelf")], check=True)
+        assert os.listdir(cats / "Top Shelf") == ["Book 00"]  # the folder the kernel kept
+        assert "Shelf" not in os.listdir(cats)
+        [best] = [c for c in change_server.get("/api/categories").json()
+                  if c["id"] == answer["category_id"]]  # fmt: skip
+        assert (best["name"], best["pinned"], len(best["archives"])) == ("Top Shelf", 1, 1)
+        os.mkdir(cats / "Other")
+        assert failure(lambda: os.rename(cats / "Top Shelf", cats / "Other")) == errno.EEXIST
+        os.rmdir(cats / "Other")
+        tanks = mount.path / "@tankoubons"
+        os.mkdir(tanks / "Saga")
+        os.symlink("../../Book 01", tanks / "Saga" / "x")
+        subprocess.run(["mv", str(tanks / "Saga"), str(tanks / "Epic")], check=True)
+        assert os.listdir(tanks) == ["Epic"] and os.listdir(tanks / "Epic") == ["01 Book 01"]
+        assert [t["name"] for t in change_server.get("/api/tankoubons").json()["result"]] == [
+            "Epic"
+        ]
+        os.unlink(tanks / "Epic" / "01 Book 01")
+        os.rmdir(tanks / "Epic")
+        os.rename(cats / "Top Shelf", cats / "Shelf")
+    os.unlink(cats / "Shelf" / "Book 00")
+    os.rmdir(cats / "Shelf")
+
+
 def test_a_reorder_the_server_does_not_apply_fails_and_says_so(tmp_path):
     """A tankoubon that still lists an archive the server no longer has: the server answers
     success to the new order and ignores it (as LANraragi does); the read-back catches it."""

@@ -207,6 +207,7 @@ class Category:
     name: str
     archives: tuple[str, ...]
     search: str
+    pinned: bool = False  # shown first by the web interface; kept when renamed
 
     @classmethod
     def from_json(cls, obj: Any) -> Category:
@@ -219,7 +220,8 @@ class Category:
         if not isinstance(name, str) or not isinstance(search, str):
             raise BadResponse(f"category {obj['id']}: name or search is not a string")
         ids = tuple(a for a in archives if isinstance(a, str) and ARCID_RE.fullmatch(a))
-        return cls(obj["id"], name, ids, search.strip())
+        pinned = str(obj.get("pinned", 0)).strip().lower() in ("1", "true")
+        return cls(obj["id"], name, ids, search.strip(), pinned)
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,20 @@ async def group_member(
                        f"{what} {group_id}")  # fmt: skip
 
 
+async def rename_group(
+    client: LrrClient, kind: GroupKind, group_id: str, name: str, *, pinned: bool = False
+) -> None:
+    """Give the category or tankoubon a new name; a category keeps its pin (the server
+    unpins one renamed without it), its archives and its search."""
+    what = f"renaming {kind.noun} {group_id}"
+    path = f"{kind.path}/{group_id}"
+    if kind is TANKOUBON:
+        await client.write("PUT", path, what, json_body={"metadata": {"name": name}})
+    else:
+        params = {"name": name, "pinned": "1" if pinned else "0"}
+        await client.write("PUT", path, what, params=params)
+
+
 async def order_tankoubon(client: LrrClient, tank_id: str, arcids: list[str]) -> None:
     """Make `arcids` the tankoubon's archives, in this order."""
     what = f"reordering tankoubon {tank_id}"

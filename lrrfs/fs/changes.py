@@ -242,12 +242,15 @@ class ChangesOperations(EditingOperations):
         old = name_old.decode("utf-8", "surrogateescape")
         source = await self._child(old_parent, old)
         target_group = group_of(new_parent)
-        is_link = source is not None and source.kind is Kind.VIEW_LINK
-        if is_link and old_parent == new_parent and target_group is not None:
-            assert source is not None
+        if source is not None and old_parent == new_parent:
             new = name_new.decode("utf-8", "surrogateescape")
-            await self._move_in_group(new_parent, target_group, source.arcid, new)
-            return
+            group = group_of(source)
+            if group is not None:  # a category's or tankoubon's folder
+                await self._rename_group(source, group, new)
+                return
+            if source.kind is Kind.VIEW_LINK and target_group is not None:
+                await self._move_in_group(new_parent, target_group, source.arcid, new)
+                return
         if source is not None and source.kind is Kind.VIEW_LINK and target_group is not None:
             # mv of a link into a category or tankoubon: added there (and out of its own)
             await self._add_to_group(new_parent, target_group, source.arcid, name_new)
@@ -259,6 +262,15 @@ class ChangesOperations(EditingOperations):
                     raise self._refused(f"removing {old_parent.view}/{old}", exc) from None
             return
         await super().rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx)
+
+    async def _rename_group(self, folder: Node, group: tuple[str, str], new: str) -> None:
+        try:
+            await self.library.rename_group(group[0], group[1], new)
+        except (EditError, LrrError) as exc:
+            raise self._refused(f"renaming {folder.view}", exc) from None
+        inode = self.inodes.known(folder)  # the kernel keeps it, under the new name
+        if inode is not None:
+            self.inodes.rebind(inode, views.view_node(f"{group[0]}/{new}"))
 
     async def _move_in_group(
         self, folder: Node, group: tuple[str, str], arcid: str, new: str

@@ -242,6 +242,26 @@ class LibraryChanges(LibraryEditing):
             raise NotApplied(f"{what}: the server answered yes but does not list it")
         log.info("%s: done", what)
 
+    async def rename_group(self, view: str, name: str, new_name: str) -> None:
+        """mv of a category's or tankoubon's folder to `new_name`: the group is renamed
+        (its archives, search and pin stay)."""
+        what = f"renaming {view}/{name} to {new_name!r}"
+        self._check_changeable(what)
+        if self._old_server:
+            raise NotSupported(f"{what}: this LANraragi server (0.7) cannot rename categories")
+        if await self._group_folder(view, new_name) is not None:
+            raise AlreadyThere(f"{what}: {view}/{new_name} exists")
+        if view == TANKOUBONS:
+            group_id, pinned = self._group_id(view, name, what), False
+        else:
+            category = self._category(name)
+            group_id, pinned = category.id, category.pinned
+        await api.rename_group(self.client, _kind(view), group_id, new_name, pinned=pinned)
+        await self._refresh_groups(view)
+        if await self._group_folder(view, new_name) is None:
+            raise NotApplied(f"{what}: the server answered yes but does not list it so")
+        log.info("%s: done", what)
+
     async def delete_group(self, view: str, name: str) -> None:
         """rmdir of an empty category or tankoubon folder."""
         what = f"removing {view}/{name}"

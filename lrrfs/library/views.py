@@ -208,7 +208,13 @@ class Views:
         state = {
             "untagged": sorted(self._untagged),
             "categories": [
-                {"id": c.id, "name": c.name, "archives": c.archives, "search": c.search}
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "archives": c.archives,
+                    "search": c.search,
+                    "pinned": int(c.pinned),
+                }
                 for c in self.categories.values()
             ],
             "found": {name: sorted(ids) for name, ids in self._categories.items()},

@@ -115,6 +115,7 @@ ROUTES = [
     _route("PUT", "/api/categories", "create_category", key=True),
     _route("GET", "/api/categories/:cat", "get_category"),
     _route("DELETE", "/api/categories/:cat", "delete_category", key=True),
+    _route("PUT", "/api/categories/:cat", "update_category", key=True, gens="0.9"),
     _route("PUT", "/api/categories/:cat/:id", "add_to_category", key=True),
     _route("DELETE", "/api/categories/:cat/:id", "remove_from_category", key=True),
     _route("GET", "/api/database/stats", "database_stats"),

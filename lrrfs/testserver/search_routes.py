@@ -114,6 +114,20 @@ class SearchRoutes(WriteRoutes):
             {"category_id": cat["id"], "operation": "create_category", "success": 1}
         )
 
+    def update_category(self, req: Request, cat: str) -> Response:
+        """Name and search kept unless given; `pinned` is reset unless given (Category.pm,
+        update_category); the archives stay."""
+        found = self.lib.category(cat)
+        if found is None:
+            return self.shapes.api_error("update_category", "The given category does not exist.")
+        pinned = req.param("pinned")
+        with self.lib._lock:
+            found["name"] = req.param("name") or found["name"]
+            found["search"] = req.param("search") or found["search"]
+            found["pinned"] = 1 if pinned and pinned != "false" else 0
+            self.lib.save()
+        return json_response({"category_id": cat, "operation": "update_category", "success": 1})
+
     def get_category(self, req: Request, cat: str) -> Response:
         found = self.lib.category(cat)
         if found is None:
@@ -214,7 +228,8 @@ class SearchRoutes(WriteRoutes):
 
     def update_tankoubon(self, req: Request, tank: str) -> Response:
         """A JSON body; its `archives` list, when there is one, is the new list in its
-        order (Model/Tankoubon.pm, update_archive_list). Metadata is not kept here. As on
+        order (Model/Tankoubon.pm, update_archive_list); of its `metadata`, the name is kept
+        (summary and tags are not kept here). As on
         the real server, a list that names an archive it does not have, or a tankoubon
         that does not exist, changes nothing and still answers success: update_tankoubon
         returns update_metadata's result (its `my` hides update_archive_list's)."""
@@ -227,6 +242,12 @@ class SearchRoutes(WriteRoutes):
         known = isinstance(archives, list) and all(
             isinstance(arcid, str) and self.lib.get(arcid) is not None for arcid in archives
         )
+        metadata = data.get("metadata") if isinstance(data, dict) else None
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        if found is not None and isinstance(name, str) and name:
+            with self.lib._lock:
+                found["name"] = name
+                self.lib.save()
         if found is not None and known:
             assert isinstance(archives, list)
             with self.lib._lock:
