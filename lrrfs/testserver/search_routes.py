@@ -227,34 +227,33 @@ class SearchRoutes(WriteRoutes):
         return self.shapes.api_success("delete_tankoubon")
 
     def update_tankoubon(self, req: Request, tank: str) -> Response:
-        """A JSON body; its `archives` list, when there is one, is the new list in its
-        order (Model/Tankoubon.pm, update_archive_list); of its `metadata`, the name is kept
-        (summary and tags are not kept here). As on
-        the real server, a list that names an archive it does not have, or a tankoubon
-        that does not exist, changes nothing and still answers success: update_tankoubon
-        returns update_metadata's result (its `my` hides update_archive_list's)."""
+        """A JSON body: its `archives` list, when there is one, is the new list in its
+        order (Model/Tankoubon.pm, update_archive_list); of its `metadata`, the name is
+        kept here (not the summary or tags). As on the real server, a list naming an
+        archive it does not have, or a tankoubon that does not exist, changes nothing and
+        still answers success: update_tankoubon returns update_metadata's result (a `my`
+        hides update_archive_list's)."""
         found = self.lib.tankoubon(tank)
         try:
             data = json.loads(req.body or b"null")
         except ValueError:
             data = None
-        archives = data.get("archives") if isinstance(data, dict) else None
+        data = data if isinstance(data, dict) else {}
+        archives, metadata = data.get("archives"), data.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
         known = isinstance(archives, list) and all(
             isinstance(arcid, str) and self.lib.get(arcid) is not None for arcid in archives
         )
-        metadata = data.get("metadata") if isinstance(data, dict) else None
-        name = metadata.get("name") if isinstance(metadata, dict) else None
-        if found is not None and isinstance(name, str) and name:
+        if found is not None:
             with self.lib._lock:
-                found["name"] = name
+                if isinstance(name, str) and name:
+                    found["name"] = name
+                if known:
+                    assert isinstance(archives, list)
+                    found["archives"] = list(dict.fromkeys(archives))
                 self.lib.save()
-        if found is not None and known:
-            assert isinstance(archives, list)
-            with self.lib._lock:
-                found["archives"] = list(dict.fromkeys(archives))
-                self.lib.save()
-        name = "" if found is None else found["name"]
-        return self.shapes.api_success("update_tankoubon", f'Updated tankoubon "{name}"!')
+        message = f'Updated tankoubon "{"" if found is None else found["name"]}"!'
+        return self.shapes.api_success("update_tankoubon", message)
 
     def add_to_tankoubon(self, req: Request, tank: str, archive: str) -> Response:
         return self._edit_tankoubon(tank, archive, add=True)
