@@ -30,7 +30,7 @@ from .fs.calls import MAX_TASKS
 from .fs.readahead import set_read_ahead
 from .fs.spool import SPOOL_FOLDER, Spool
 from .library import Changes, Library
-from .library.background import repeat
+from .library.background import quietly, repeat
 from .library.desktop import start_desktop_thumbnails
 from .library.diskcache import DiskCache, default_cache_root, server_folder_name
 
@@ -179,11 +179,6 @@ async def _refresh(library: Library) -> None:
     _log_changes(await library.refresh())
 
 
-async def _reconnect(library: Library) -> None:
-    """The probe of an offline mount: it is online again once this succeeds."""
-    _log_changes(await library.reconnect())
-
-
 def _log_changes(changes: Changes) -> None:
     if changes:
         log.info(
@@ -245,7 +240,12 @@ def _start_background(
         "closing idle archive streams",
     )
     nursery.start_soon(repeat, write_status, status.INTERVAL, "status file", 0.0)
-    nursery.start_soon(library.client.link.watch, lambda: _reconnect(library))
+    # Offline: probe until the server answers, then go online and refresh at once.
+    nursery.start_soon(
+        library.client.link.watch,
+        library.probe,
+        lambda: quietly(_refresh(library), "refreshing the archive list"),
+    )
 
 
 def _start_desktop_thumbnails(

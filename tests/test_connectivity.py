@@ -90,6 +90,31 @@ def test_a_probe_passes_the_gate_and_brings_the_mount_online_with_backoff() -> N
     assert [round(b - a) for a, b in itertools.pairwise(attempts)] == [2, 4]
 
 
+def test_the_work_after_a_probe_runs_online() -> None:
+    """What follows the probe (the refresh that lists new archives) runs once the mount is
+    online: no listing shows an archive that a call would then refuse as offline."""
+    link = Connectivity(probe_interval=4.0)
+    link.go_offline("refused")
+    seen: list[bool] = []
+
+    async def probe() -> None:
+        pass
+
+    async def then() -> None:
+        link.check("the archive list")  # through the gate: raises Offline if still offline
+        seen.append(link.offline)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(link.watch, probe, then)
+            while not seen:
+                await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert seen == [False]
+
+
 @pytest.mark.parametrize(
     "failure",
     [ConnectionRefusedError(111, "refused"), socket.gaierror(-3, "name resolution")],

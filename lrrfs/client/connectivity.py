@@ -132,9 +132,15 @@ class Connectivity:
         """The wait before the probe after one that failed: doubled, up to the interval."""
         return min(self.probe_interval, delay * 2)
 
-    async def watch(self, probe: Callable[[], Awaitable[object]]) -> None:
+    async def watch(
+        self,
+        probe: Callable[[], Awaitable[object]],
+        then: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         """For ever: once offline, run `probe` (backing off) until it succeeds, then go
-        online. `probe` talks to the server past the gate; an `LrrError` is a failure."""
+        online, then run `then` (as any call, through the gate). `probe` talks to the
+        server past the gate; an `LrrError` is a failure. Online comes before `then`: what
+        `then` shows (new archives) must not be seen while calls still fail as offline."""
         if self.mode is not Mode.AUTO:
             return  # forced offline stays offline; never offline needs no probe
         while True:
@@ -144,6 +150,8 @@ class Connectivity:
                 await trio.sleep(delay)
                 if await self._probe_once(probe):
                     self.go_online()
+                    if then is not None:
+                        await then()
                 else:
                     delay = self.next_delay(delay)
 

@@ -148,11 +148,10 @@ class LibraryIndex:
         self.client.link.go_offline(reason)
         return info
 
-    async def reconnect(self) -> Changes:
-        """The server again (a probe while offline): its info, then a refresh."""
+    async def probe(self) -> None:
+        """Is the server back (while offline)? Its info; the caller then refreshes."""
         self.info = await self.client.info()
         self._disk_put("info", self._info_key, encode_info(self.info))
-        return await self.refresh()
 
     @property
     def _info_key(self) -> str:
