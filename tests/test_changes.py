@@ -330,6 +330,11 @@ def test_categories_as_folders(mount, change_server):
     os.unlink(cats / "Later" / "Book 01")
     os.rmdir(cats / "Later")
     assert "Later" not in os.listdir(cats)
+    # a folder itself cannot go into a category (a file manager's plain drag): said how
+    target = cats / "Picks" / "Book 02"
+    assert failure(lambda: os.rename(mount.path / "Book 02", target)) == errno.EACCES
+    assert "an archive folder stays where it is" in mount.log_text()
+    assert (mount.path / "Book 02").is_dir() and "Book 02" not in os.listdir(cats / "Picks")
     assert "Later" not in {c["name"] for c in change_server.get("/api/categories").json()}
 
 

@@ -261,6 +261,12 @@ class ChangesOperations(EditingOperations):
                 except (EditError, LrrError) as exc:
                     raise self._refused(f"removing {old_parent.view}/{old}", exc) from None
             return
+        if source is not None and source.kind is Kind.ARCHIVE and target_group is not None:
+            log.warning(
+                "%s: an archive folder stays where it is; to put it in %s, make a link there "
+                "(ln -s, or a file manager's \"Link here\")", old, new_parent.view,
+            )  # fmt: skip
+            raise pyfuse3.FUSEError(errno.EACCES)
         await super().rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx)
 
     async def _rename_group(self, folder: Node, group: tuple[str, str], new: str) -> None:
