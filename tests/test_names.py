@@ -8,6 +8,7 @@ from lrrfs.library.names import (
     safe_name,
     truncate_utf8,
 )
+from lrrfs.library.views import numbered_links, place_of
 
 
 def valid(name: str) -> bool:
@@ -129,3 +130,13 @@ def test_long_file_names_keep_their_extension_and_stay_unique():
     requests = [NameRequest(f"{i:040x}", long, i) for i in range(50)]
     files = assign_file_names(requests)
     assert len(files) == 50 and all(valid(n) and n.endswith(".cbz") for n in files)
+
+
+def test_a_tankoubons_numbered_link_names_read_back_their_place():
+    names = ["Vol 1", "07 Odd", "line\nbreak", *(f"V{i}" for i in range(100))]
+    links = numbered_links(names)
+    assert list(links)[:2] == ["001 Vol 1", "002 07 Odd"]  # wide enough for 103
+    for link, index in links.items():
+        assert place_of(link) == (index + 1, names[index])
+    assert place_of("Vol 1") is None and place_of("1234567 Vol") is None
+    assert place_of("0 Vol") == (0, "Vol") and place_of("0009 Vol") == (9, "Vol")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import stat
 import time
 from typing import Any
@@ -20,7 +19,7 @@ import pyfuse3
 
 from ..client import LrrError
 from ..library.editing import EditError
-from ..library.views import CATEGORIES, NEW, TANKOUBONS
+from ..library.views import CATEGORIES, NEW, TANKOUBONS, place_of
 from . import invalidate, views
 from .editing import EditingOperations
 from .errors import fuse_errors
@@ -30,7 +29,6 @@ log = logging.getLogger(__name__)
 
 LISTED_SECONDS = 60.0  # files rm -r removed stay hidden this long, waiting for the rmdir
 GROUP_VIEWS = (CATEGORIES, TANKOUBONS)  # folders of folders the user fills with links
-PLACE_RE = re.compile(r"0*([0-9]{1,6}) (.+)", re.DOTALL)  # a tankoubon's link: "03 Name"
 
 
 def group_of(node: Node) -> tuple[str, str] | None:
@@ -284,8 +282,8 @@ class ChangesOperations(EditingOperations):
         """A link renamed in its own category or tankoubon. In a tankoubon its number is
         its place: `mv "03 Vol C" "01 Vol C"` makes it the first volume. Links in a
         category are named by their folders, in no order."""
-        place = PLACE_RE.fullmatch(new)
-        if group[0] != TANKOUBONS or place is None or place[2] != self.library.get(arcid).name:
+        place = place_of(new)
+        if group[0] != TANKOUBONS or place is None or place[1] != self.library.get(arcid).name:
             log.warning(
                 "%s/%s: %s", folder.view, new,
                 "a tankoubon's volumes are reordered by their number only "
@@ -295,7 +293,7 @@ class ChangesOperations(EditingOperations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         before, _ = await views.entries(self.library, folder)
         try:
-            await self.library.move_in_tankoubon(group[1], arcid, int(place[1]))
+            await self.library.move_in_tankoubon(group[1], arcid, place[0])
         except (EditError, LrrError) as exc:
             raise self._refused(f"reordering {folder.view}", exc) from None
         after, _ = await views.entries(self.library, folder)

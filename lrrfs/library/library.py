@@ -31,7 +31,7 @@ from .prefetch import Prefetcher
 from .reader import BufferPool
 from .reading import ReadingProgress
 from .singleflight import SingleFlight
-from .views import TANKOUBONS, VIEW_NAMES, ViewFolder, Views
+from .views import TANKOUBONS, VIEW_NAMES, ViewFolder, Views, numbered_links
 
 
 class Library(LibraryChanges):
@@ -132,8 +132,8 @@ class Library(LibraryChanges):
         archives = self._archives
         if folder.order:  # numbered: a listing sorted by name shows the order
             present = [a for a in folder.order if a in archives]
-            width = max(2, len(str(len(present))))
-            return {f"{i:0{width}d} {archives[a].name}": a for i, a in enumerate(present, 1)}
+            links = numbered_links([archives[a].name for a in present])
+            return {link: present[index] for link, index in links.items()}
         return {archives[a].name: a for a in folder.members if a in archives}
 
     def cache_usage(self) -> tuple[int, int]:

@@ -68,6 +68,22 @@ class ViewFolder:
     files: bool = False
 
 
+PLACE_RE = re.compile(r"0*([0-9]{1,6}) (.+)", re.DOTALL)  # a tankoubon's link: "03 Name"
+
+
+def numbered_links(names: list[str]) -> dict[str, int]:
+    """A tankoubon's links, named so that a listing sorted by name shows their order
+    ("01 Name", "02 Other"): link name -> index in `names`."""
+    width = max(2, len(str(len(names))))
+    return {f"{place:0{width}d} {name}": place - 1 for place, name in enumerate(names, 1)}
+
+
+def place_of(link: str) -> tuple[int, str] | None:
+    """(place from 1, folder name) of a tankoubon's link name, None if it is not one."""
+    found = PLACE_RE.fullmatch(link)
+    return None if found is None else (int(found[1]), found[2])
+
+
 @functools.lru_cache(maxsize=1 << 16)  # tags repeat across archives; naming them is the cost
 def tag_folder(tag: str) -> tuple[str, str] | None:
     """Where a tag lives under @tags: (namespace folder, value folder), or None if hidden."""
