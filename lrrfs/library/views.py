@@ -58,7 +58,8 @@ class ViewFolder:
     """What a view folder holds: subfolders, or links to archives (by id).
 
     `any_name`: any name is a subfolder, made when looked up (like autofs); none is listed.
-    `files`: it holds every archive's own file, not links (`@files`; the library names them).
+    `files`: it links to every archive's own file, not folder (`@files`; the library names
+    the links, `Library.files_view`).
     """
 
     folders: tuple[str, ...] = ()
